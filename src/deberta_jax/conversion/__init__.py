@@ -1,0 +1,1 @@
+"""Checkpoint conversion between HF (PyTorch layout) and deberta-jax params."""

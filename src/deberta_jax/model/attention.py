@@ -1,0 +1,197 @@
+"""Disentangled self-attention: the score terms as pure functions, and the v1 / v2 projection modules.
+
+Shapes: B batch, Q query length, K key length, H heads, D head_dim, R = 2 * span relative-embedding rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from deberta_jax.config import DebertaConfig
+from deberta_jax.model.layers import dense
+
+_F32 = jnp.float32
+
+
+def content_to_content(query: jnp.ndarray, key: jnp.ndarray) -> jnp.ndarray:
+    """c2c[b, h, i, j] = Q_i · K_j, accumulated in fp32.
+
+    Args:
+      query: [B, Q, H, D]; key: [B, K, H, D].
+    Returns:
+      fp32 [B, H, Q, K].
+    """
+    return jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=_F32)
+
+
+def content_to_position(query: jnp.ndarray, pos_key: jnp.ndarray, rel_index: jnp.ndarray) -> jnp.ndarray:
+    """c2p[b, h, i, j] = Q_i · K_r[idx[i, j]].
+
+    The projection against all R relative rows is a [B, H, Q, R] matmul; `take_along_axis` then picks each
+    pair's row. The relative keys carry no batch axis: they are computed once per layer and broadcast.
+
+    Args:
+      query: [B, Q, H, D]; pos_key: [R, H, D]; rel_index: int [Q, K] with values in [0, R).
+    Returns:
+      fp32 [B, H, Q, K].
+    """
+    scores = jnp.einsum("bqhd,rhd->bhqr", query, pos_key, preferred_element_type=_F32)
+    return jnp.take_along_axis(scores, jnp.broadcast_to(rel_index, scores.shape[:2] + rel_index.shape), axis=-1)
+
+
+def position_to_content(key: jnp.ndarray, pos_query: jnp.ndarray, rel_index: jnp.ndarray) -> jnp.ndarray:
+    """p2c[b, h, i, j] = K_j · Q_r[idx[i, j]].
+
+    Computed key-major ([B, H, K, R]), gathered with the transposed index, then transposed back, which is how the
+    reference lays it out.
+
+    Args:
+      key: [B, K, H, D]; pos_query: [R, H, D]; rel_index: int [Q, K] with values in [0, R).
+    Returns:
+      fp32 [B, H, Q, K].
+    """
+    scores = jnp.einsum("bkhd,rhd->bhkr", key, pos_query, preferred_element_type=_F32)
+    index_t = rel_index.T
+    gathered = jnp.take_along_axis(scores, jnp.broadcast_to(index_t, scores.shape[:2] + index_t.shape), axis=-1)
+    return jnp.swapaxes(gathered, -1, -2)
+
+
+def score_scale(head_dim: int, pos_att_type: tuple[str, ...]) -> float:
+    """sqrt(d · (1 + number of position terms)): each added term has the variance of one dot product."""
+    return math.sqrt(head_dim * (1 + len(pos_att_type)))
+
+
+def masked_softmax(scores: jnp.ndarray, pair_mask: jnp.ndarray) -> jnp.ndarray:
+    """Softmax over keys in fp32 with masked scores set to the fp32 minimum.
+
+    A query row with every key masked comes out uniform, exactly as in the reference.
+
+    Args:
+      scores: fp32 [B, H, Q, K]; pair_mask: bool [B, 1, Q, K].
+    """
+    scores = jnp.where(pair_mask, scores, jnp.finfo(_F32).min)
+    return nn.softmax(scores, axis=-1)
+
+
+def _split_heads(x: jnp.ndarray, heads: int) -> jnp.ndarray:
+    """[..., H * D] -> [..., H, D]."""
+    return x.reshape(x.shape[:-1] + (heads, x.shape[-1] // heads))
+
+
+class DisentangledSelfAttention(nn.Module):
+    """Self-attention with c2c + c2p + p2c scores (HF's `attention.self`).
+
+    v2/v3 parameters: query_proj, key_proj, value_proj (+ pos_key_proj / pos_query_proj unless share_att_key).
+    v1 parameters: in_proj (no bias, per-head interleaved q|k|v), q_bias, v_bias, pos_proj (c2p, no bias),
+    pos_q_proj (p2c), and the optional talking-head projections.
+    """
+
+    config: DebertaConfig
+
+    def setup(self):
+        cfg = self.config
+        inner = cfg.num_attention_heads * cfg.head_dim
+        terms = cfg.pos_att_type
+        if cfg.is_v1:
+            self.in_proj = dense(cfg, 3 * inner, ("embed", "qkv"), use_bias=False)
+            zeros = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("qkv",))
+            self.q_bias = self.param("q_bias", zeros, (inner,), cfg.params_dtype)
+            self.v_bias = self.param("v_bias", zeros, (inner,), cfg.params_dtype)
+            if cfg.relative_attention and "c2p" in terms:
+                self.pos_proj = dense(cfg, inner, ("embed", "qkv"), use_bias=False)
+            if cfg.relative_attention and "p2c" in terms:
+                self.pos_q_proj = dense(cfg, inner, ("embed", "qkv"))
+            if cfg.talking_head:
+                self.head_logits_proj = dense(cfg, cfg.num_attention_heads, ("heads_in", "heads_out"), use_bias=False)
+                self.head_weights_proj = dense(cfg, cfg.num_attention_heads, ("heads_in", "heads_out"), use_bias=False)
+        else:
+            self.query_proj = dense(cfg, inner, ("embed", "qkv"))
+            self.key_proj = dense(cfg, inner, ("embed", "qkv"))
+            self.value_proj = dense(cfg, inner, ("embed", "qkv"))
+            if cfg.relative_attention and not cfg.share_att_key:
+                if "c2p" in terms:
+                    self.pos_key_proj = dense(cfg, inner, ("embed", "qkv"))
+                if "p2c" in terms:
+                    self.pos_query_proj = dense(cfg, inner, ("embed", "qkv"))
+        self.pos_dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
+
+    def _content_projections(self, hidden_states, query_states):
+        """Q from query_states, K and V from hidden_states, each [B, L, H, D]."""
+        heads = self.config.num_attention_heads
+        if self.config.is_v1:
+            def fused(x):
+                return self.in_proj(x).reshape(x.shape[:-1] + (heads, 3, self.config.head_dim))
+
+            kv = fused(hidden_states)
+            q_src = kv if query_states is hidden_states else fused(query_states)
+            query, key, value = q_src[..., 0, :], kv[..., 1, :], kv[..., 2, :]
+            dtype = query.dtype
+            query = query + _split_heads(self.q_bias, heads).astype(dtype)
+            value = value + _split_heads(self.v_bias, heads).astype(dtype)
+            return query, key, value
+        return (_split_heads(self.query_proj(query_states), heads),
+                _split_heads(self.key_proj(hidden_states), heads),
+                _split_heads(self.value_proj(hidden_states), heads))
+
+    def _position_projections(self, rel_embeddings):
+        """Relative keys (for c2p) and queries (for p2c), each [R, H, D] or None."""
+        cfg = self.config
+        heads = cfg.num_attention_heads
+        pos_key = pos_query = None
+        if cfg.is_v1:
+            if "c2p" in cfg.pos_att_type:
+                pos_key = self.pos_proj(rel_embeddings)
+            if "p2c" in cfg.pos_att_type:
+                pos_query = self.pos_q_proj(rel_embeddings)
+        elif cfg.share_att_key:
+            if "c2p" in cfg.pos_att_type:
+                pos_key = self.key_proj(rel_embeddings)
+            if "p2c" in cfg.pos_att_type:
+                pos_query = self.query_proj(rel_embeddings)
+        else:
+            if "c2p" in cfg.pos_att_type:
+                pos_key = self.pos_key_proj(rel_embeddings)
+            if "p2c" in cfg.pos_att_type:
+                pos_query = self.pos_query_proj(rel_embeddings)
+        split = lambda x: None if x is None else _split_heads(x, heads)
+        return split(pos_key), split(pos_query)
+
+    def __call__(self, hidden_states, pair_mask, rel_embeddings, rel_index, *, query_states=None,
+                 deterministic: bool = True):
+        """
+        Args:
+          hidden_states: [B, K, hidden] (keys and values).
+          pair_mask: bool [B, 1, Q, K].
+          rel_embeddings: [R, hidden] (already LayerNorm'd where configured) or None without relative attention.
+          rel_index: int [Q, K] relative-embedding row per pair, or None.
+          query_states: [B, Q, hidden]; defaults to hidden_states.
+        Returns:
+          context [B, Q, H * D] in the compute dtype, and the attention probabilities fp32 [B, H, Q, K].
+        """
+        cfg = self.config
+        if query_states is None:
+            query_states = hidden_states
+        query, key, value = self._content_projections(hidden_states, query_states)
+
+        scores = content_to_content(query, key)
+        if cfg.relative_attention and cfg.pos_att_type:
+            rel = self.pos_dropout(rel_embeddings, deterministic=deterministic)
+            pos_key, pos_query = self._position_projections(rel)
+            if pos_key is not None:
+                scores = scores + content_to_position(query, pos_key, rel_index)
+            if pos_query is not None:
+                scores = scores + position_to_content(key, pos_query, rel_index)
+        scores = scores / score_scale(cfg.head_dim, cfg.pos_att_type)
+
+        if cfg.talking_head:
+            scores = jnp.moveaxis(self.head_logits_proj(jnp.moveaxis(scores, 1, -1)), -1, 1).astype(_F32)
+        probs = masked_softmax(scores, pair_mask)
+        dropped = self.dropout(probs, deterministic=deterministic)
+        if cfg.talking_head:
+            dropped = jnp.moveaxis(self.head_weights_proj(jnp.moveaxis(dropped, 1, -1)), -1, 1)
+        context = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(value.dtype), value)
+        return context.reshape(context.shape[:2] + (-1,)), probs

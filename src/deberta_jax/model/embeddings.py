@@ -1,0 +1,63 @@
+"""Token embeddings: words [+ absolute positions] [+ token types] -> projection -> LayerNorm -> mask -> dropout."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from deberta_jax.config import DebertaConfig
+from deberta_jax.model.layers import dense, embed, layer_norm
+
+
+class DebertaEmbeddings(nn.Module):
+    """HF's `embeddings`: word_embeddings, position_embeddings, token_type_embeddings, embed_proj, LayerNorm."""
+
+    config: DebertaConfig
+
+    def setup(self):
+        cfg = self.config
+        self.word_embeddings = embed(cfg, cfg.vocab_size, cfg.embed_dim, ("vocab", "embed_in"))
+        if cfg.position_biased_input:
+            self.position_embeddings = embed(cfg, cfg.max_position_embeddings, cfg.embed_dim, ("position", "embed_in"))
+        if cfg.type_vocab_size > 0:
+            self.token_type_embeddings = embed(cfg, cfg.type_vocab_size, cfg.embed_dim, ("types", "embed_in"))
+        if cfg.embed_dim != cfg.hidden_size:
+            self.embed_proj = dense(cfg, cfg.hidden_size, ("embed_in", "embed"), use_bias=False)
+        self.LayerNorm = layer_norm(cfg)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def attend(self, hidden: jnp.ndarray) -> jnp.ndarray:
+        """Logits against the word embedding table (the tied MLM decoder): [..., E] -> [..., vocab]."""
+        return self.word_embeddings.attend(hidden)
+
+    def __call__(self, input_ids, token_mask, token_type_ids=None, position_ids=None, inputs_embeds=None,
+                 deterministic: bool = True):
+        """
+        Args:
+          input_ids: int [B, N] (ignored when inputs_embeds is given).
+          token_mask: [B, N], 1 for real tokens; the output is zeroed elsewhere.
+          token_type_ids, position_ids: int [B, N] or None (zeros and arange).
+          inputs_embeds: [B, N, E] replacing the word-embedding lookup (e.g. for adversarial perturbations).
+        Returns:
+          [B, N, hidden] in the compute dtype.
+        """
+        cfg = self.config
+        embeddings = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        seq_len = embeddings.shape[1]
+        if cfg.position_biased_input:
+            if position_ids is None:
+                if seq_len > cfg.max_position_embeddings:
+                    raise ValueError(
+                        f"sequence length {seq_len} exceeds max_position_embeddings={cfg.max_position_embeddings} "
+                        "of the absolute position table")
+                position_ids = jnp.arange(seq_len)[None, :]
+            embeddings = embeddings + self.position_embeddings(position_ids)
+        if cfg.type_vocab_size > 0:
+            if token_type_ids is None:
+                token_type_ids = jnp.zeros(embeddings.shape[:2], jnp.int32)
+            embeddings = embeddings + self.token_type_embeddings(token_type_ids)
+        if cfg.embed_dim != cfg.hidden_size:
+            embeddings = self.embed_proj(embeddings)
+        embeddings = self.LayerNorm(embeddings)
+        embeddings = embeddings * token_mask[..., None].astype(embeddings.dtype)
+        return self.dropout(embeddings, deterministic=deterministic)

@@ -1,0 +1,241 @@
+"""DeBERTa backbone and task models. Each is a linen module whose params mirror HF's state-dict layout.
+
+Call with `model.apply({"params": params}, input_ids, attention_mask=..., token_type_ids=..., deterministic=True)`
+(and `rngs={"dropout": key}` when deterministic=False).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import flax.struct
+import jax.numpy as jnp
+
+from deberta_jax.config import DebertaConfig
+from deberta_jax.model.embeddings import DebertaEmbeddings
+from deberta_jax.model.encoder import DebertaEncoder
+from deberta_jax.model.heads import ContextPooler, LegacyMLMHead, MLMPredictions
+from deberta_jax.model.layers import dense, expand_mask
+
+
+@flax.struct.dataclass
+class DebertaOutput:
+    """last_hidden_state [B, N, hidden]; hidden_states (embeddings first) and attentions when asked for;
+    logits for a head ([B, N, vocab] MLM, [B, labels] classification, [B, N, labels] token / QA, [B, C] choice);
+    start_logits / end_logits [B, N] for question answering."""
+
+    last_hidden_state: jnp.ndarray
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+    logits: Optional[jnp.ndarray] = None
+    start_logits: Optional[jnp.ndarray] = None
+    end_logits: Optional[jnp.ndarray] = None
+
+
+class DebertaModel(nn.Module):
+    """The backbone (HF's `DebertaModel` / `DebertaV2Model`): embeddings + encoder."""
+
+    config: DebertaConfig
+
+    def setup(self):
+        self.embeddings = DebertaEmbeddings(self.config)
+        self.encoder = DebertaEncoder(self.config)
+
+    def attend(self, hidden):
+        """Tied decoder: [..., embedding_size] -> [..., vocab]."""
+        return self.embeddings.attend(hidden)
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                 inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
+                 output_attentions: bool = False) -> DebertaOutput:
+        """
+        Args:
+          input_ids: int [B, N]; or inputs_embeds [B, N, embedding_size] instead.
+          attention_mask: [B, N] (1 = token) or [B, N, N] (query may see key); default all ones.
+          token_type_ids, position_ids: int [B, N].
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
+        if len(shape) != 2:
+            raise ValueError(f"input_ids must be [batch, seq]; got shape {tuple(shape)}")
+        if attention_mask is None:
+            attention_mask = jnp.ones(shape, jnp.int32)
+        if attention_mask.shape[:2] != tuple(shape) or attention_mask.shape[-1] != shape[1]:
+            raise ValueError(f"attention_mask shape {attention_mask.shape} does not fit inputs of shape {tuple(shape)}")
+        pair_mask, token_mask = expand_mask(attention_mask)
+        embedded = self.embeddings(input_ids, token_mask, token_type_ids, position_ids, inputs_embeds,
+                                   deterministic=deterministic)
+        hidden, probs = self.encoder(embedded, pair_mask, token_mask, deterministic=deterministic)
+        return DebertaOutput(
+            last_hidden_state=hidden[-1],
+            hidden_states=hidden if output_hidden_states else None,
+            attentions=probs if output_attentions else None,
+        )
+
+
+class _WithBackbone(nn.Module):
+    """Shared wiring: a `deberta` backbone whose output a head turns into logits."""
+
+    config: DebertaConfig
+
+    def backbone(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, deterministic,
+                 output_hidden_states, output_attentions) -> DebertaOutput:
+        return self.deberta(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                            deterministic, output_hidden_states, output_attentions)
+
+
+class DebertaForMaskedLM(_WithBackbone):
+    """Backbone + MLM head with the decoder tied to the word embeddings (`cls.*` or `lm_predictions.*`)."""
+
+    def setup(self):
+        self.deberta = DebertaModel(self.config)
+        if self.config.legacy:
+            self.cls = LegacyMLMHead(self.config)
+        else:
+            self.lm_predictions = MLMPredictions(self.config)
+
+    def mlm_logits(self, hidden):
+        """[..., hidden] -> [..., vocab]; callers pass only the positions they score."""
+        head = self.cls if self.config.legacy else self.lm_predictions
+        return head(hidden, self.deberta.attend)
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                 inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
+                 output_attentions: bool = False, masked_positions=None) -> DebertaOutput:
+        """masked_positions: optional int [B, M]; logits are then [B, M, vocab], computed only there."""
+        out = self.backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, deterministic,
+                            output_hidden_states, output_attentions)
+        hidden = out.last_hidden_state
+        if masked_positions is not None:
+            hidden = jnp.take_along_axis(hidden, masked_positions[..., None], axis=1)
+        return out.replace(logits=self.mlm_logits(hidden))
+
+
+class DebertaForSequenceClassification(_WithBackbone):
+    """Backbone + ContextPooler + classifier; num_labels = 1 is regression."""
+
+    def setup(self):
+        cfg = self.config
+        self.deberta = DebertaModel(cfg)
+        self.pooler = ContextPooler(cfg)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob if cfg.cls_dropout is None else cfg.cls_dropout)
+        self.classifier = dense(cfg, cfg.num_labels, ("embed", "classes"))
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                 inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
+                 output_attentions: bool = False) -> DebertaOutput:
+        out = self.backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, deterministic,
+                            output_hidden_states, output_attentions)
+        pooled = self.dropout(self.pooler(out.last_hidden_state, deterministic), deterministic=deterministic)
+        return out.replace(logits=self.classifier(pooled))
+
+
+class DebertaForTokenClassification(_WithBackbone):
+    def setup(self):
+        cfg = self.config
+        self.deberta = DebertaModel(cfg)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.classifier = dense(cfg, cfg.num_labels, ("embed", "classes"))
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                 inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
+                 output_attentions: bool = False) -> DebertaOutput:
+        out = self.backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, deterministic,
+                            output_hidden_states, output_attentions)
+        hidden = self.dropout(out.last_hidden_state, deterministic=deterministic)
+        return out.replace(logits=self.classifier(hidden))
+
+
+class DebertaForQuestionAnswering(_WithBackbone):
+    """Span extraction: qa_outputs gives start and end logits per token (num_labels must be 2)."""
+
+    def setup(self):
+        cfg = self.config
+        if cfg.num_labels != 2:
+            raise ValueError(f"question answering needs num_labels=2 (start, end); got {cfg.num_labels}")
+        self.deberta = DebertaModel(cfg)
+        self.qa_outputs = dense(cfg, cfg.num_labels, ("embed", "classes"))
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                 inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
+                 output_attentions: bool = False) -> DebertaOutput:
+        out = self.backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, deterministic,
+                            output_hidden_states, output_attentions)
+        logits = self.qa_outputs(out.last_hidden_state)
+        return out.replace(logits=logits, start_logits=logits[..., 0], end_logits=logits[..., 1])
+
+
+class DebertaForMultipleChoice(_WithBackbone):
+    """Inputs [B, C, N]; each choice is pooled and scored; logits [B, C]."""
+
+    def setup(self):
+        cfg = self.config
+        self.deberta = DebertaModel(cfg)
+        self.pooler = ContextPooler(cfg)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob if cfg.cls_dropout is None else cfg.cls_dropout)
+        self.classifier = dense(cfg, 1, ("embed", "classes"))
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                 inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
+                 output_attentions: bool = False) -> DebertaOutput:
+        ref = input_ids if input_ids is not None else inputs_embeds
+        if ref is None or ref.ndim < 3:
+            raise ValueError("multiple choice inputs must be [batch, choices, seq]")
+        batch, choices = ref.shape[:2]
+        flat = lambda x: None if x is None else x.reshape((batch * choices,) + x.shape[2:])
+        out = self.backbone(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
+                            flat(inputs_embeds), deterministic, output_hidden_states, output_attentions)
+        pooled = self.dropout(self.pooler(out.last_hidden_state, deterministic), deterministic=deterministic)
+        return out.replace(logits=self.classifier(pooled).reshape(batch, choices))
+
+
+# head name -> (module class, HF architecture suffix)
+HEADS = {
+    None: (DebertaModel, "Model"),
+    "masked_lm": (DebertaForMaskedLM, "ForMaskedLM"),
+    "sequence_classification": (DebertaForSequenceClassification, "ForSequenceClassification"),
+    "token_classification": (DebertaForTokenClassification, "ForTokenClassification"),
+    "question_answering": (DebertaForQuestionAnswering, "ForQuestionAnswering"),
+    "multiple_choice": (DebertaForMultipleChoice, "ForMultipleChoice"),
+}
+
+
+def head_of(model: nn.Module) -> str | None:
+    for name, (cls, _) in HEADS.items():
+        if type(model) is cls:
+            return name
+    raise TypeError(f"{type(model).__name__} is not a deberta-jax model")
+
+
+def hf_architecture(config: DebertaConfig, head: str | None) -> str:
+    """The transformers class name for a head, e.g. "DebertaV2ForMaskedLM"."""
+    if head == "multiple_choice" and config.is_v1:
+        raise ValueError("transformers has no DebertaForMultipleChoice for v1 (model_type='deberta')")
+    return ("Deberta" if config.is_v1 else "DebertaV2") + HEADS[head][1]
+
+
+def build_model(config: DebertaConfig, head: str | None = None) -> nn.Module:
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; known: {[h for h in HEADS if h]} or None")
+    return HEADS[head][0](config)
+
+
+def dummy_inputs(head: str | None, seq_len: int = 8) -> jnp.ndarray:
+    """Token ids of the shape a head expects ([1, seq] or [1, 1, seq] for multiple choice)."""
+    return jnp.zeros((1, 1, seq_len) if head == "multiple_choice" else (1, seq_len), jnp.int32)
+
+
+def init_params(model: nn.Module, rng, seq_len: int = 8):
+    """Freshly initialised params as a plain pytree (logical-axis boxes removed)."""
+    head = head_of(model)
+    return nn.meta.unbox(model.init(rng, dummy_inputs(head, seq_len))["params"])
+
+
+def abstract_params(model: nn.Module, seq_len: int = 8):
+    """ShapeDtypeStructs of the params, computed without allocating them."""
+    import jax
+
+    head = head_of(model)
+    return nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy_inputs(head, seq_len)))["params"])
