@@ -105,8 +105,9 @@ class DebertaConfig:
         if self.attention_head_size is not None:
             if self.model_type == V1:
                 fail("attention_head_size", "is a v2/v3 option; v1 always uses hidden_size // num_attention_heads")
-            if self.attention_head_size < 1:
-                fail("attention_head_size", "must be a positive integer")
+            if self.attention_head_size * self.num_attention_heads != self.hidden_size:
+                fail("attention_head_size", f"times num_attention_heads must equal hidden_size={self.hidden_size}: "
+                     "the reference's output projection is hidden_size x hidden_size")
         unknown = [t for t in self.pos_att_type if t not in _POS_ATT_TYPES]
         if unknown:
             fail("pos_att_type", f"unknown terms {unknown}; allowed: {list(_POS_ATT_TYPES)}")

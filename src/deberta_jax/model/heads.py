@@ -11,6 +11,7 @@ from deberta_jax.model.layers import dense, layer_norm
 
 
 def _vocab_bias(module: nn.Module, config: DebertaConfig) -> jnp.ndarray:
+    """The output-only bias per vocabulary entry (call from `setup`)."""
     init = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab",))
     return module.param("bias", init, (config.vocab_size,), config.params_dtype)
 
@@ -35,11 +36,12 @@ class LegacyLMPredictions(nn.Module):
 
     def setup(self):
         self.transform = PredictionTransform(self.config, self.config.embed_dim)
+        self.bias = _vocab_bias(self, self.config)
 
     def __call__(self, hidden, attend):
         """hidden: [..., hidden]; attend: maps [..., E] to [..., vocab] with the word table. Returns logits."""
         logits = attend(self.transform(hidden))
-        return logits + _vocab_bias(self, self.config).astype(logits.dtype)
+        return logits + self.bias.astype(logits.dtype)
 
 
 class LegacyMLMHead(nn.Module):
@@ -64,11 +66,12 @@ class LMHead(nn.Module):
                              f"({cfg.hidden_size}); use legacy=True")
         self.dense = dense(cfg, cfg.hidden_size, ("embed", "embed_in"))
         self.LayerNorm = layer_norm(cfg, "embed_in")
+        self.bias = _vocab_bias(self, cfg)
 
     def __call__(self, hidden, attend):
         hidden = self.LayerNorm(ACTIVATIONS[self.config.hidden_act](self.dense(hidden)))
         logits = attend(hidden)
-        return logits + _vocab_bias(self, self.config).astype(logits.dtype)
+        return logits + self.bias.astype(logits.dtype)
 
 
 class MLMPredictions(nn.Module):
