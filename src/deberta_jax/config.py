@@ -67,7 +67,7 @@ class DebertaConfig:
     pad_token_id: int = 0
     attention_head_size: int | None = None
     talking_head: bool = False
-    pooler_hidden_size: int | None = None
+    pooler_hidden_size: int | None = None  # None means hidden_size
     pooler_dropout: float = 0.0
     pooler_hidden_act: str = "gelu"
     cls_dropout: float | None = None
@@ -85,6 +85,8 @@ class DebertaConfig:
             object.__setattr__(self, "pos_att_type", tuple(x.strip().lower() for x in self.pos_att_type))
         if self.pos_att_type is None:
             object.__setattr__(self, "pos_att_type", ())
+        if self.pooler_hidden_size is None:
+            object.__setattr__(self, "pooler_hidden_size", self.hidden_size)
         self.validate()
 
     # ------------------------------------------------------------------ validation
@@ -198,6 +200,8 @@ class DebertaConfig:
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             raise ValueError(f"unknown DebertaConfig fields {unknown}")
+        if "hidden_size" in changes and "pooler_hidden_size" not in changes:
+            changes["pooler_hidden_size"] = None  # follows the new width
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ HF config.json
@@ -235,7 +239,6 @@ class DebertaConfig:
         for key in ("dtype", "param_dtype", "remat"):
             data.pop(key)
         data["pos_att_type"] = list(self.pos_att_type)
-        data["pooler_hidden_size"] = self.pooler_hidden_size or self.hidden_size
         if self.embedding_size is None:
             data.pop("embedding_size")
         for key in ("attention_head_size", "cls_dropout"):

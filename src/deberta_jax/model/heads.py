@@ -93,5 +93,5 @@ class ContextPooler(nn.Module):
     def __call__(self, hidden, deterministic: bool = True):
         cfg = self.config
         token = nn.Dropout(cfg.pooler_dropout)(hidden[:, 0], deterministic=deterministic)
-        pooled = dense(cfg, cfg.pooler_hidden_size or cfg.hidden_size, ("embed", "pooler"), name="dense")(token)
+        pooled = dense(cfg, cfg.pooler_hidden_size, ("embed", "pooler"), name="dense")(token)
         return ACTIVATIONS[cfg.pooler_hidden_act](pooled)
