@@ -1,0 +1,1 @@
+"""Tokenizers: the DeBERTa-v3 sentencepiece tokenizer."""
