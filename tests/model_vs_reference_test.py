@@ -38,6 +38,16 @@ def test_backbone_every_stage_matches(family, seq):
     np.testing.assert_allclose(np.asarray(out.last_hidden_state), ref.last_hidden_state.numpy(), rtol=0, atol=ATOL)
 
 
+def test_released_bucket_settings_beyond_512_tokens():
+    """position_buckets=256, max_relative_positions=512 (the released v3 values) at 600 tokens: offsets past
+    ±511 take transformers' unclamped buckets."""
+    hf_model = random_hf_model("v3", max_relative_positions=512, position_buckets=256, num_hidden_layers=1)
+    model, params = jax_twin(hf_model)
+    ids, mask, types = padded_batch(99, 2, 600)
+    ref, out = run_both(hf_model, model, params, ids, mask, types)
+    np.testing.assert_allclose(np.asarray(out.last_hidden_state), ref.last_hidden_state.numpy(), rtol=0, atol=ATOL)
+
+
 def test_sequence_longer_than_max_relative_positions_v1():
     # v1 family has max_relative_positions=16: offsets beyond it clamp to the table's ends.
     hf_model = random_hf_model("v1")

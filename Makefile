@@ -1,0 +1,24 @@
+# Two entry points on a fresh machine: `make demo` (the main job) and `make test`.
+# Both create .venv from the pinned requirements on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test clean
+
+$(STAMP): requirements.txt requirements-test.txt setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-test.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python experiments/parity/run_parity_demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q --durations=10 tests
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,83 @@
+"""The `deberta-jax` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+HEAD_CHOICES = ["none", "masked_lm", "sequence_classification", "token_classification", "question_answering",
+                "multiple_choice"]
+
+
+def _head(name: str):
+    return None if name == "none" else name
+
+
+def cmd_convert(args) -> int:
+    from deberta_jax.conversion import jax_checkpoint
+    from deberta_jax.conversion.hf_checkpoint import load_pretrained, save_pretrained
+
+    t0 = time.perf_counter()
+    if os.path.exists(os.path.join(args.src, "deberta_jax.json")):
+        model, params = jax_checkpoint.load_checkpoint(args.src)
+        save_pretrained(args.dst, model, params)
+        direction = "deberta-jax -> HF"
+    else:
+        model, params, report = load_pretrained(args.src, _head(args.head), return_report=True)
+        for kind in ("missing", "unexpected", "mismatched"):
+            if getattr(report, kind):
+                print(f"{kind} keys: {', '.join(getattr(report, kind))}", file=sys.stderr)
+        jax_checkpoint.save_checkpoint(args.dst, model, params)
+        direction = "HF -> deberta-jax"
+    print(f"converted {direction}: {args.src} -> {args.dst} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def cmd_parity(args) -> int:
+    from deberta_jax.conversion.parity import compare_with_reference
+
+    result = compare_with_reference(args.hf_dir, _head(args.head), batch=args.batch, seq_len=args.seq_len)
+    for name, value in result["max_abs"].items():
+        print(f"{name:>20s}  max|jax - torch| = {value:.3e}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    ok = result["worst"] <= args.atol
+    print(f"worst {result['worst']:.3e} {'<=' if ok else '>'} {args.atol:g}: {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deberta-jax", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    convert = sub.add_parser("convert", help="HF directory <-> deberta-jax checkpoint (direction detected from SRC)")
+    convert.add_argument("src")
+    convert.add_argument("dst")
+    convert.add_argument("--head", choices=HEAD_CHOICES, default="none", help="head to load from an HF directory")
+    convert.set_defaults(func=cmd_convert)
+
+    parity = sub.add_parser("parity", help="max-abs difference per stage against transformers (needs torch)")
+    parity.add_argument("hf_dir")
+    parity.add_argument("--head", choices=HEAD_CHOICES[:-1], default="none")
+    parity.add_argument("--batch", type=int, default=2)
+    parity.add_argument("--seq-len", type=int, default=128)
+    parity.add_argument("--atol", type=float, default=1e-4)
+    parity.add_argument("--json", help="also write the figures to this file")
+    parity.set_defaults(func=cmd_parity)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every step of a save at INFO
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
