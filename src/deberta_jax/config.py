@@ -26,8 +26,7 @@ _IGNORED_HF_KEYS = frozenset(
         "problem_type", "chunk_size_feed_forward", "is_decoder", "is_encoder_decoder", "add_cross_attention",
         "tokenizer_class", "prefix", "finetuning_task", "task_specific_params", "torchscript", "pruned_heads",
         "tie_encoder_decoder", "cross_attention_hidden_size", "tf_legacy_loss", "use_bfloat16",
-        "_name_or_path", "_attn_implementation_autoset", "_commit_hash", "gradient_checkpointing",
-        "initializer_range", "z_steps", "max_length", "min_length", "output_scores", "return_dict_in_generate",
+        "_name_or_path", "_attn_implementation_autoset", "_commit_hash", "gradient_checkpointing", "z_steps", "max_length", "min_length", "output_scores", "return_dict_in_generate",
     }
 )
 
@@ -226,7 +225,7 @@ class DebertaConfig:
         if kwargs.get("pos_att_type") is None:
             kwargs["pos_att_type"] = ()
         kwargs.update(overrides)
-        return cls(**kwargs).replace()
+        return cls(**kwargs)
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "DebertaConfig":

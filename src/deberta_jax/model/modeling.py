@@ -76,18 +76,29 @@ class DebertaModel(nn.Module):
 
 
 class _WithBackbone(nn.Module):
-    """Shared wiring: a `deberta` backbone whose output a head turns into logits."""
+    """Shared wiring: runs the `deberta` backbone, then the subclass's `head` on its output.
+
+    Call arguments are the backbone's (see `DebertaModel.__call__`); extra keyword arguments go to `head`.
+    """
 
     config: DebertaConfig
 
-    def backbone(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, deterministic,
-                 output_hidden_states, output_attentions) -> DebertaOutput:
-        return self.deberta(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                            deterministic, output_hidden_states, output_attentions)
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                 inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
+                 output_attentions: bool = False, **head_kwargs) -> DebertaOutput:
+        out = self.deberta(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                           deterministic, output_hidden_states, output_attentions)
+        return self.head(out, deterministic, **head_kwargs)
+
+    def head(self, out: DebertaOutput, deterministic: bool) -> DebertaOutput:
+        raise NotImplementedError
 
 
 class DebertaForMaskedLM(_WithBackbone):
-    """Backbone + MLM head with the decoder tied to the word embeddings (`cls.*` or `lm_predictions.*`)."""
+    """Backbone + MLM head with the decoder tied to the word embeddings (`cls.*` or `lm_predictions.*`).
+
+    Call with `masked_positions` (int [B, M]) to compute logits [B, M, vocab] only there.
+    """
 
     def setup(self):
         self.deberta = DebertaModel(self.config)
@@ -101,12 +112,7 @@ class DebertaForMaskedLM(_WithBackbone):
         head = self.cls if self.config.legacy else self.lm_predictions
         return head(hidden, self.deberta.attend)
 
-    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                 inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
-                 output_attentions: bool = False, masked_positions=None) -> DebertaOutput:
-        """masked_positions: optional int [B, M]; logits are then [B, M, vocab], computed only there."""
-        out = self.backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, deterministic,
-                            output_hidden_states, output_attentions)
+    def head(self, out, deterministic, masked_positions=None):
         hidden = out.last_hidden_state
         if masked_positions is not None:
             hidden = jnp.take_along_axis(hidden, masked_positions[..., None], axis=1)
@@ -121,13 +127,13 @@ class DebertaForSequenceClassification(_WithBackbone):
         self.deberta = DebertaModel(cfg)
         self.pooler = ContextPooler(cfg)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob if cfg.cls_dropout is None else cfg.cls_dropout)
-        self.classifier = dense(cfg, cfg.num_labels, ("embed", "classes"))
+        self.classifier = dense(cfg, self.num_outputs, ("embed", "classes"))
 
-    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                 inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
-                 output_attentions: bool = False) -> DebertaOutput:
-        out = self.backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, deterministic,
-                            output_hidden_states, output_attentions)
+    @property
+    def num_outputs(self) -> int:
+        return self.config.num_labels
+
+    def head(self, out, deterministic):
         pooled = self.dropout(self.pooler(out.last_hidden_state, deterministic), deterministic=deterministic)
         return out.replace(logits=self.classifier(pooled))
 
@@ -139,11 +145,7 @@ class DebertaForTokenClassification(_WithBackbone):
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
         self.classifier = dense(cfg, cfg.num_labels, ("embed", "classes"))
 
-    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                 inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
-                 output_attentions: bool = False) -> DebertaOutput:
-        out = self.backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, deterministic,
-                            output_hidden_states, output_attentions)
+    def head(self, out, deterministic):
         hidden = self.dropout(out.last_hidden_state, deterministic=deterministic)
         return out.replace(logits=self.classifier(hidden))
 
@@ -158,24 +160,17 @@ class DebertaForQuestionAnswering(_WithBackbone):
         self.deberta = DebertaModel(cfg)
         self.qa_outputs = dense(cfg, cfg.num_labels, ("embed", "classes"))
 
-    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                 inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
-                 output_attentions: bool = False) -> DebertaOutput:
-        out = self.backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, deterministic,
-                            output_hidden_states, output_attentions)
+    def head(self, out, deterministic):
         logits = self.qa_outputs(out.last_hidden_state)
         return out.replace(logits=logits, start_logits=logits[..., 0], end_logits=logits[..., 1])
 
 
-class DebertaForMultipleChoice(_WithBackbone):
-    """Inputs [B, C, N]; each choice is pooled and scored; logits [B, C]."""
+class DebertaForMultipleChoice(DebertaForSequenceClassification):
+    """Inputs [B, C, N]; each choice is pooled and scored with one logit; logits [B, C]."""
 
-    def setup(self):
-        cfg = self.config
-        self.deberta = DebertaModel(cfg)
-        self.pooler = ContextPooler(cfg)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob if cfg.cls_dropout is None else cfg.cls_dropout)
-        self.classifier = dense(cfg, 1, ("embed", "classes"))
+    @property
+    def num_outputs(self) -> int:
+        return 1
 
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                  inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
@@ -185,10 +180,9 @@ class DebertaForMultipleChoice(_WithBackbone):
             raise ValueError("multiple choice inputs must be [batch, choices, seq]")
         batch, choices = ref.shape[:2]
         flat = lambda x: None if x is None else x.reshape((batch * choices,) + x.shape[2:])
-        out = self.backbone(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
-                            flat(inputs_embeds), deterministic, output_hidden_states, output_attentions)
-        pooled = self.dropout(self.pooler(out.last_hidden_state, deterministic), deterministic=deterministic)
-        return out.replace(logits=self.classifier(pooled).reshape(batch, choices))
+        out = super().__call__(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
+                               flat(inputs_embeds), deterministic, output_hidden_states, output_attentions)
+        return out.replace(logits=out.logits.reshape(batch, choices))
 
 
 # head name -> (module class, HF architecture suffix)
@@ -203,7 +197,7 @@ HEADS = {
 
 
 def head_of(model: nn.Module) -> str | None:
-    for name, (cls, _) in HEADS.items():
+    for name, (cls, _) in HEADS.items():  # exact type: multiple choice subclasses sequence classification
         if type(model) is cls:
             return name
     raise TypeError(f"{type(model).__name__} is not a deberta-jax model")
