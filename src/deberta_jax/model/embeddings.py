@@ -10,13 +10,19 @@ from deberta_jax.model.layers import dense, embed, layer_norm
 
 
 class DebertaEmbeddings(nn.Module):
-    """HF's `embeddings`: word_embeddings, position_embeddings, token_type_embeddings, embed_proj, LayerNorm."""
+    """HF's `embeddings`: word_embeddings, position_embeddings, token_type_embeddings, embed_proj, LayerNorm.
+
+    With `external_word_embeddings` the module owns no word table and the caller passes `inputs_embeds` (a
+    discriminator whose table is shared with, or derived from, a generator's).
+    """
 
     config: DebertaConfig
+    external_word_embeddings: bool = False
 
     def setup(self):
         cfg = self.config
-        self.word_embeddings = embed(cfg, cfg.vocab_size, cfg.embed_dim, ("vocab", "embed_in"))
+        if not self.external_word_embeddings:
+            self.word_embeddings = embed(cfg, cfg.vocab_size, cfg.embed_dim, ("vocab", "embed_in"))
         if cfg.position_biased_input:
             self.position_embeddings = embed(cfg, cfg.max_position_embeddings, cfg.embed_dim, ("position", "embed_in"))
         if cfg.type_vocab_size > 0:
@@ -42,7 +48,11 @@ class DebertaEmbeddings(nn.Module):
           [B, N, hidden] in the compute dtype.
         """
         cfg = self.config
-        embeddings = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        if inputs_embeds is None:
+            if self.external_word_embeddings:
+                raise ValueError("this model's word embeddings are external: pass inputs_embeds")
+            inputs_embeds = self.word_embeddings(input_ids)
+        embeddings = inputs_embeds
         seq_len = embeddings.shape[1]
         if cfg.position_biased_input:
             if position_ids is None:

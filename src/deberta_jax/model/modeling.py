@@ -34,12 +34,16 @@ class DebertaOutput:
 
 
 class DebertaModel(nn.Module):
-    """The backbone (HF's `DebertaModel` / `DebertaV2Model`): embeddings + encoder."""
+    """The backbone (HF's `DebertaModel` / `DebertaV2Model`): embeddings + encoder.
+
+    `external_word_embeddings`: own no word table; callers pass `inputs_embeds` (see DebertaEmbeddings).
+    """
 
     config: DebertaConfig
+    external_word_embeddings: bool = False
 
     def setup(self):
-        self.embeddings = DebertaEmbeddings(self.config)
+        self.embeddings = DebertaEmbeddings(self.config, self.external_word_embeddings)
         self.encoder = DebertaEncoder(self.config)
 
     def attend(self, hidden):
@@ -197,9 +201,12 @@ HEADS = {
 
 
 def head_of(model: nn.Module) -> str | None:
-    for name, (cls, _) in HEADS.items():  # exact type: multiple choice subclasses sequence classification
-        if type(model) is cls:
-            return name
+    """The head name of a model, by its nearest registered class (subclasses, e.g. pretraining models, map to
+    the head whose params they extend)."""
+    for cls in type(model).__mro__:
+        for name, (registered, _) in HEADS.items():
+            if registered is cls:
+                return name
     raise TypeError(f"{type(model).__name__} is not a deberta-jax model")
 
 

@@ -1,0 +1,61 @@
+"""Pretraining losses and the generator -> discriminator hand-off, as pure functions."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def masked_lm_loss(logits, labels, weights):
+    """Weighted mean cross-entropy and accuracy over prediction slots.
+
+    Args:
+      logits: [B, M, vocab]; labels: int [B, M]; weights: [B, M] (0 for padding slots).
+    Returns:
+      (loss, accuracy), fp32 scalars; 0 when no slot has weight.
+    """
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+    weights = weights.astype(jnp.float32)
+    total = jnp.maximum(weights.sum(), 1.0)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return (nll * weights).sum() / total, (correct * weights).sum() / total
+
+
+def sample_replacements(rng, logits, temperature: float = 1.0):
+    """Samples from the generator's full softmax; no gradient flows through sampling. [B, M, vocab] -> [B, M]."""
+    logits = jax.lax.stop_gradient(logits.astype(jnp.float32))
+    return jax.random.categorical(rng, logits / temperature, axis=-1)
+
+
+def replace_tokens(original_ids, masked_positions, samples, masked_weights):
+    """Discriminator inputs and labels.
+
+    Writes the generator's samples into the original sequence at the masked positions (padding slots, weight 0,
+    write nothing). A token is labelled replaced only where the sample differs from the original: a sample equal
+    to the original counts as original.
+
+    Args:
+      original_ids: int [B, N]; masked_positions, samples: int [B, M]; masked_weights: [B, M].
+    Returns:
+      (input_ids int [B, N], labels int32 [B, N] with 1 = replaced).
+    """
+    rows = jnp.arange(original_ids.shape[0])[:, None]
+    current = original_ids[rows, masked_positions]
+    values = jnp.where(masked_weights > 0, samples.astype(original_ids.dtype), current)
+    inputs = original_ids.at[rows, masked_positions].set(values)
+    return inputs, (inputs != original_ids).astype(jnp.int32)
+
+
+def rtd_loss(logits, labels, attention_mask):
+    """Binary cross-entropy and accuracy of replaced-token detection over non-pad tokens.
+
+    Args:
+      logits: [B, N]; labels: {0, 1} [B, N]; attention_mask: [B, N].
+    """
+    logits = logits.astype(jnp.float32)
+    mask = attention_mask.astype(jnp.float32)
+    total = jnp.maximum(mask.sum(), 1.0)
+    bce = jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    correct = ((logits > 0).astype(jnp.int32) == labels).astype(jnp.float32)
+    return (bce * mask).sum() / total, (correct * mask).sum() / total

@@ -1,0 +1,112 @@
+"""Replaced-token detection (DeBERTaV3): an MLM generator, a discriminator and how they share embeddings.
+
+Sharing modes:
+  "gdes": discriminator table = stop_gradient(E_generator) + E_delta, E_delta initialised to zero, so the RTD loss
+          reaches only E_delta and the generator table learns from MLM alone (gradient-disentangled sharing);
+  "es":   one table for both, trained by both losses;
+  "nes":  separate tables.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from deberta_jax.config import DebertaConfig
+from deberta_jax.model.activations import ACTIVATIONS
+from deberta_jax.model.layers import dense, layer_norm
+from deberta_jax.model.modeling import DebertaForMaskedLM, DebertaModel
+
+SHARING_MODES = ("gdes", "es", "nes")
+
+
+class RTDHead(nn.Module):
+    """LayerNorm(h_cls + h) -> dense -> act -> one logit per token. [B, N, hidden] -> [B, N]."""
+
+    config: DebertaConfig
+
+    @nn.compact
+    def __call__(self, hidden):
+        cfg = self.config
+        x = layer_norm(cfg, name="LayerNorm")(hidden[:, :1] + hidden)
+        x = ACTIVATIONS[cfg.hidden_act](dense(cfg, cfg.hidden_size, ("embed", "mlp"), name="dense")(x))
+        return dense(cfg, 1, ("mlp", "classes"), name="classifier")(x)[..., 0]
+
+
+def generator_config(discriminator: DebertaConfig, depth_ratio: float = 0.5, **changes) -> DebertaConfig:
+    """The generator of the v3 recipe: same width, `depth_ratio` of the depth (xsmall 12 -> 6, large 24 -> 12)."""
+    layers = max(1, int(round(discriminator.num_hidden_layers * depth_ratio)))
+    return discriminator.replace(num_hidden_layers=layers, **changes)
+
+
+class ReplacedTokenDetection(nn.Module):
+    """Params: `generator` (a DebertaForMaskedLM), `discriminator` (a backbone), `rtd_head`, and for gdes
+    `embedding_delta` [vocab, embedding_size]."""
+
+    generator_config: DebertaConfig
+    discriminator_config: DebertaConfig
+    sharing: str = "gdes"
+
+    def setup(self):
+        gen, disc = self.generator_config, self.discriminator_config
+        if self.sharing not in SHARING_MODES:
+            raise ValueError(f"sharing must be one of {SHARING_MODES}; got {self.sharing!r}")
+        if self.sharing != "nes" and (gen.vocab_size, gen.embed_dim) != (disc.vocab_size, disc.embed_dim):
+            raise ValueError(f"sharing={self.sharing!r} needs equal word tables; generator has "
+                             f"{(gen.vocab_size, gen.embed_dim)}, discriminator {(disc.vocab_size, disc.embed_dim)}")
+        self.generator = DebertaForMaskedLM(gen)
+        self.discriminator = DebertaModel(disc, external_word_embeddings=self.sharing != "nes")
+        self.rtd_head = RTDHead(disc)
+        if self.sharing == "gdes":
+            init = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab", "embed_in"))
+            self.embedding_delta = self.param("embedding_delta", init, (disc.vocab_size, disc.embed_dim),
+                                              disc.params_dtype)
+
+    def discriminator_word_table(self):
+        """[vocab, embedding_size] table the discriminator reads, or None when it owns one (nes)."""
+        if self.sharing == "nes":
+            return None
+        shared = self.generator.deberta.embeddings.word_embeddings.embedding
+        if self.sharing == "es":
+            return shared
+        return jax.lax.stop_gradient(shared) + self.embedding_delta
+
+    def generator_logits(self, input_ids, attention_mask, masked_positions, token_type_ids=None,
+                         deterministic: bool = True):
+        """MLM logits [B, M, vocab] at the masked positions."""
+        return self.generator(input_ids, attention_mask, token_type_ids, deterministic=deterministic,
+                              masked_positions=masked_positions).logits
+
+    def discriminator_logits(self, input_ids, attention_mask, token_type_ids=None, deterministic: bool = True):
+        """Replaced-token logits [B, N] (positive = replaced)."""
+        table = self.discriminator_word_table()
+        if table is None:
+            out = self.discriminator(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+        else:
+            embeds = jnp.take(table, input_ids, axis=0).astype(self.discriminator_config.compute_dtype)
+            out = self.discriminator(None, attention_mask, token_type_ids, inputs_embeds=embeds,
+                                     deterministic=deterministic)
+        return self.rtd_head(out.last_hidden_state)
+
+    def __call__(self, input_ids, attention_mask=None, masked_positions=None, deterministic: bool = True):
+        """Both halves on the same input (used to initialise params)."""
+        if attention_mask is None:
+            attention_mask = jnp.ones(input_ids.shape, jnp.int32)
+        if masked_positions is None:
+            masked_positions = jnp.zeros((input_ids.shape[0], 1), jnp.int32)
+        return (self.generator_logits(input_ids, attention_mask, masked_positions, deterministic=deterministic),
+                self.discriminator_logits(input_ids, attention_mask, deterministic=deterministic))
+
+
+def export_discriminator_params(params) -> dict:
+    """Params of a ReplacedTokenDetection -> DebertaModel params (word table = E_gen + E_delta, E_gen, or own)."""
+    disc = dict(params["discriminator"])
+    embeddings = dict(disc["embeddings"])
+    if "word_embeddings" not in embeddings:
+        table = params["generator"]["deberta"]["embeddings"]["word_embeddings"]["embedding"]
+        if "embedding_delta" in params:
+            table = table + params["embedding_delta"]
+        embeddings["word_embeddings"] = {"embedding": table}
+    disc["embeddings"] = embeddings
+    return disc

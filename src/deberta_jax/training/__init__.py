@@ -1,0 +1,1 @@
+"""What pretraining and fine-tuning share: optimizer, train state, sharded train step, checkpoints, logging."""

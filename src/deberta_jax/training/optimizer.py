@@ -1,0 +1,54 @@
+"""AdamW with warmup + linear decay, global-norm clipping, and no weight decay on biases and LayerNorm."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """Defaults are microsoft/DeBERTa's pretraining settings (Adam eps 1e-6, decay 0.01, clip 1.0)."""
+
+    learning_rate: float = 1e-4
+    warmup_steps: int = 0
+    total_steps: int = 1000
+    end_learning_rate: float = 0.0
+    weight_decay: float = 0.01
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-6
+    clip_norm: float = 1.0
+
+    def __post_init__(self):
+        if self.total_steps < 1:
+            raise ValueError(f"OptimizerConfig.total_steps={self.total_steps} must be >= 1")
+        if not 0 <= self.warmup_steps <= self.total_steps:
+            raise ValueError(f"OptimizerConfig.warmup_steps={self.warmup_steps} must be in [0, total_steps]")
+        if self.learning_rate <= 0:
+            raise ValueError(f"OptimizerConfig.learning_rate={self.learning_rate} must be > 0")
+
+
+def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
+    """Linear warmup from 0 to the peak, then linear decay to `end_learning_rate` at `total_steps`."""
+    warmup = optax.linear_schedule(0.0, cfg.learning_rate, max(cfg.warmup_steps, 1))
+    decay = optax.linear_schedule(cfg.learning_rate, cfg.end_learning_rate,
+                                  max(cfg.total_steps - cfg.warmup_steps, 1))
+    if cfg.warmup_steps == 0:
+        return decay
+    return optax.join_schedules([warmup, decay], [cfg.warmup_steps])
+
+
+def decay_mask(params):
+    """True for matrices (kernels, embeddings); False for biases and LayerNorm scales (1-D)."""
+    return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.clip_norm) if cfg.clip_norm > 0 else optax.identity(),
+        optax.adamw(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                    weight_decay=cfg.weight_decay, mask=decay_mask),
+    )
