@@ -51,6 +51,24 @@ def cmd_parity(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_pretrain(args) -> int:
+    from deberta_jax.pretraining.config import load_pretrain_config
+    from deberta_jax.pretraining.train import pretrain
+
+    summary = pretrain(load_pretrain_config(args.config, args.set), args.workdir, resume=args.resume)
+    final = {k: round(v, 4) for k, v in summary["final"].items() if isinstance(v, float)}
+    print(json.dumps({"steps": summary["steps"], "final": final, "exported": summary["exported"]}, indent=2))
+    return 0
+
+
+def cmd_train_tokenizer(args) -> int:
+    from deberta_jax.tokenization.training import train_spm_tokenizer
+
+    tokenizer = train_spm_tokenizer(args.inputs, args.output_dir, args.vocab_size)
+    print(f"wrote {args.output_dir}/spm.model: {tokenizer.vocab_size} ids including [MASK]={tokenizer.mask_id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deberta-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--atol", type=float, default=1e-4)
     parity.add_argument("--json", help="also write the figures to this file")
     parity.set_defaults(func=cmd_parity)
+
+    pretrain = sub.add_parser("pretrain", help="MLM (+EMD) or RTD pretraining on a device mesh")
+    pretrain.add_argument("--config", required=True, help="recipe name in experiments/pretrain/ or a JSON file")
+    pretrain.add_argument("--workdir", required=True)
+    pretrain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
+    pretrain.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in workdir")
+    pretrain.set_defaults(func=cmd_pretrain)
+
+    tok = sub.add_parser("train-tokenizer", help="train a DeBERTa-v3 style sentencepiece model on text files")
+    tok.add_argument("inputs", nargs="+")
+    tok.add_argument("--output-dir", required=True)
+    tok.add_argument("--vocab-size", type=int, default=8000)
+    tok.set_defaults(func=cmd_train_tokenizer)
     return parser
 
 

@@ -70,7 +70,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
         grads, metrics = jax.tree_util.tree_map(lambda x: x / accumulation, (grads, metrics))
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=rng), metrics
 
     return jax.jit(step, in_shardings=(state_shardings, batch_sharding(mesh, rules, leading_axes=1)),

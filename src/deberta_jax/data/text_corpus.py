@@ -1,0 +1,195 @@
+"""Text corpora -> one token stream -> fixed-length packed sequences for pretraining.
+
+A corpus is a list of `.txt` / `.txt.gz` files (documents separated by blank lines) or a tensorflow-datasets text
+dataset. Documents are tokenized once into a flat int32 stream with [SEP] after each document, cached on disk, and
+cut into `[CLS] chunk [SEP]` rows of `seq_len` tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import os
+import tempfile
+from typing import IO, TYPE_CHECKING, Iterable, Iterator, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
+
+
+def existing_files(paths: Sequence[str | os.PathLike], argument: str = "paths") -> list[str]:
+    """`paths` as a list of str, checked to be a non-empty list of existing files (`argument` names it in errors)."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise ValueError(f"{argument} must be a list of file names, got the single name {paths!r}")
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise ValueError(f"{argument} is empty: give at least one text file")
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no text file at {path}")
+    return paths
+
+
+def open_text(path: str | os.PathLike) -> IO[str]:
+    """Opens a UTF-8 text file for reading, gunzipping names that end in `.gz`."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no text file at {path}")
+    if path.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def read_documents(paths: Sequence[str | os.PathLike]) -> Iterator[str]:
+    """Yields the documents of `paths` in order: runs of non-blank lines, joined with single spaces.
+
+    All files are checked to exist before the first document is yielded. A document never spans two files.
+    """
+    for path in existing_files(paths):
+        with open_text(path) as f:
+            lines: list[str] = []
+            for line in f:
+                line = line.strip()
+                if line:
+                    lines.append(line)
+                elif lines:
+                    yield " ".join(lines)
+                    lines = []
+            if lines:
+                yield " ".join(lines)
+
+
+def tokenize_documents(documents: Iterable[str], tokenizer: "DebertaV3Tokenizer", progress: bool = True) -> np.ndarray:
+    """Token stream [total_tokens] int32: each document's ids followed by [SEP]; documents without tokens skipped."""
+    pieces = []
+    for document in tqdm(documents, desc="tokenizing", unit="documents", disable=not progress):
+        ids = tokenizer.encode(document)
+        if ids:
+            pieces.append(np.asarray(ids + [tokenizer.sep_id], np.int32))
+    if not pieces:
+        raise ValueError("the corpus has no tokens: no documents, or none with text")
+    return np.concatenate(pieces)
+
+
+def corpus_cache_key(paths: Sequence[str | os.PathLike], tokenizer: "DebertaV3Tokenizer") -> str:
+    """sha256 over each file's absolute name, size and mtime, and the tokenizer's model and settings."""
+    digest = hashlib.sha256()
+    for path in existing_files(paths):
+        stat = os.stat(path)
+        digest.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    with open(tokenizer.spm_path, "rb") as f:
+        digest.update(f.read())
+    # Lower-casing and the normaliser change the ids of the same model file.
+    digest.update(f"\0{tokenizer.do_lower_case}\0{tokenizer.normalization}".encode())
+    return digest.hexdigest()
+
+
+def tokenize_corpus(paths: Sequence[str | os.PathLike], tokenizer: "DebertaV3Tokenizer",
+                    cache_dir: str | os.PathLike | None = None, progress: bool = True) -> np.ndarray:
+    """Token stream [total_tokens] int32 of the documents in `paths` (see `tokenize_documents`).
+
+    With `cache_dir`, the stream is stored as `cache_dir/tokens-<corpus_cache_key>.npy` and later calls with the same
+    files and tokenizer memory-map it (read-only) instead of tokenizing again.
+    """
+    paths = existing_files(paths)
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = os.path.join(os.fspath(cache_dir), f"tokens-{corpus_cache_key(paths, tokenizer)}.npy")
+        if os.path.exists(cache_file):
+            return np.load(cache_file, mmap_mode="r")
+    tokens = tokenize_documents(read_documents(paths), tokenizer, progress)
+    if cache_file is not None:
+        _save_atomically(cache_file, tokens)
+    return tokens
+
+
+def _save_atomically(path: str, array: np.ndarray) -> None:
+    # Several processes may build the same cache at once; a reader must never see a half-written file.
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tokens-", suffix=".npy.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def tfds_documents(name: str, split: str, text_key: str = "text", data_dir: str | None = None) -> Iterator[str]:
+    """Yields the non-blank `text_key` strings of a tensorflow-datasets text dataset (e.g. "wikipedia/20230601.en").
+
+    Reads through `tfds.data_source` (array_record files), which needs no TensorFlow; the dataset must already be
+    prepared in `data_dir` (or tfds' default directory).
+    """
+    import tensorflow_datasets as tfds
+
+    source = tfds.data_source(name, split=split, data_dir=data_dir)
+    for index in range(len(source)):
+        example = source[index]
+        if text_key not in example:
+            raise ValueError(f"text_key={text_key!r} is not a feature of {name}; it has {sorted(example)}")
+        text = example[text_key]
+        if isinstance(text, (bytes, np.bytes_)):
+            text = text.decode("utf-8")
+        if text.strip():
+            yield text
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PackedSequences:
+    """Fixed-length rows cut from a token stream: row i is `[CLS] tokens[i*(seq_len-2) : (i+1)*(seq_len-2)] [SEP]`.
+
+    Only the last row can be shorter; it is padded with `pad_id` after its [SEP]. Documents run on across rows, as in
+    DeBERTa's pretraining data (the [SEP] inside the stream marks where one ends).
+    """
+
+    tokens: np.ndarray  # [total_tokens] int
+    seq_len: int
+    cls_id: int
+    sep_id: int
+    pad_id: int
+
+    def __post_init__(self):
+        if self.seq_len < 3:
+            raise ValueError(f"seq_len={self.seq_len}: must be >= 3 to hold [CLS], a token and [SEP]")
+        if np.ndim(self.tokens) != 1 or len(self.tokens) == 0:
+            raise ValueError(f"tokens must be a non-empty 1-D array, got shape {np.shape(self.tokens)}")
+
+    @property
+    def body_len(self) -> int:
+        """Stream tokens per row: seq_len minus [CLS] and [SEP]."""
+        return self.seq_len - 2
+
+    def __len__(self) -> int:
+        return -(-len(self.tokens) // self.body_len)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids [seq_len] int32, attention_mask [seq_len] int32) of row `index`."""
+        ids, mask = self.batch([index])
+        return ids[0], mask[0]
+
+    def batch(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids [n, seq_len] int32, attention_mask [n, seq_len] int32) of rows `indices` [n]."""
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        n_rows, total = len(self), len(self.tokens)
+        bad = (indices < -n_rows) | (indices >= n_rows)
+        if bad.any():
+            raise IndexError(f"row index {indices[bad][0]} out of range for {n_rows} rows")
+        indices = np.where(indices < 0, indices + n_rows, indices)
+        starts = indices * self.body_len
+        lengths = np.minimum(total - starts, self.body_len)  # [n], >= 1
+        positions = starts[:, None] + np.arange(self.body_len)  # [n, body_len]
+        inside = positions < total
+        body = np.where(inside, np.asarray(self.tokens)[np.minimum(positions, total - 1)], self.pad_id)
+        ids = np.full((len(indices), self.seq_len), self.pad_id, np.int32)
+        ids[:, 0] = self.cls_id
+        ids[:, 1:-1] = body
+        ids[np.arange(len(indices)), lengths + 1] = self.sep_id
+        mask = (np.arange(self.seq_len) < (lengths + 2)[:, None]).astype(np.int32)
+        return ids, mask

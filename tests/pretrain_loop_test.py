@@ -1,0 +1,98 @@
+"""The pretraining loop end to end on a small slice of the bundled corpus: resume equivalence, export, CLI."""
+
+import gzip
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from deberta_jax.cli import main as cli
+from deberta_jax.pretraining.config import PretrainConfig, load_pretrain_config
+from deberta_jax.pretraining.train import pretrain
+
+CORPUS = os.path.join(os.path.dirname(__file__), "..", "experiments", "data", "kjv.txt.gz")
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+        "position_buckets": 8, "max_relative_positions": 32}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The first 300 documents of the KJV corpus."""
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
+        documents = f.read().split("\n\n")[:300]
+    path = tmp_path_factory.mktemp("corpus") / "slice.txt"
+    path.write_text("\n\n".join(documents), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(corpus, tmp_path_factory):
+    from deberta_jax.tokenization.training import train_spm_tokenizer
+    out = tmp_path_factory.mktemp("tok")
+    train_spm_tokenizer([corpus], str(out), 600)
+    return str(out)
+
+
+def _config(corpus, tokenizer_dir, **changes):
+    values = dict(objective="rtd", model_overrides=TINY, corpus=(corpus,), tokenizer=tokenizer_dir, seq_len=32,
+                  batch_size=8, grad_accum_steps=2, steps=6, learning_rate=1e-3, warmup_steps=2,
+                  checkpoint_every=3, log_every=1)
+    values.update(changes)
+    return PretrainConfig(**values)
+
+
+def test_stop_and_resume_gives_the_same_losses(corpus, tokenizer_dir, tmp_path):
+    cfg = _config(corpus, tokenizer_dir)
+    straight = pretrain(cfg, str(tmp_path / "straight"), progress=False)
+    first = pretrain(cfg, str(tmp_path / "resumed"), progress=False, stop_after=3)
+    assert first["stopped_at"] == 3 and first["exported"] == []
+    with pytest.raises(FileExistsError):
+        pretrain(cfg, str(tmp_path / "resumed"), progress=False)
+    second = pretrain(cfg, str(tmp_path / "resumed"), resume=True, progress=False)
+    assert second["resumed_from"] == 3
+    expected = [row["loss"] for row in straight["history"]]
+    got = [row["loss"] for row in first["history"]] + [row["loss"] for row in second["history"]]
+    assert len(expected) == len(got) == 6
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    for key in ("mlm_accuracy", "rtd_accuracy", "rtd_loss", "tokens_per_second"):
+        assert key in straight["history"][-1]
+
+
+def test_rtd_export_loads_in_transformers(corpus, tokenizer_dir, tmp_path):
+    summary = pretrain(_config(corpus, tokenizer_dir, steps=2), str(tmp_path), progress=False)
+    disc_dir, gen_dir = summary["exported"]
+    model = transformers.AutoModel.from_pretrained(disc_dir)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(disc_dir)
+    ids = tokenizer("In the beginning God created the heaven and the earth.", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.isfinite(model(**ids).last_hidden_state).all()
+    generator = transformers.AutoModelForMaskedLM.from_pretrained(gen_dir)
+    assert generator.config.num_hidden_layers == 1 and model.config.num_hidden_layers == 2
+    assert os.path.exists(tmp_path / "tensorboard") and os.path.exists(tmp_path / "summary.json")
+
+
+def test_mlm_with_emd_trains_and_exports(corpus, tokenizer_dir, tmp_path):
+    summary = pretrain(_config(corpus, tokenizer_dir, objective="mlm", steps=2, grad_accum_steps=1),
+                       str(tmp_path), progress=False)
+    assert np.isfinite(summary["final"]["loss"])
+    model = transformers.AutoModelForMaskedLM.from_pretrained(summary["exported"][0])
+    assert model.config.num_hidden_layers == 2
+
+
+def test_cli_pretrain_and_recipes(corpus, tokenizer_dir, tmp_path, capsys):
+    assert cli(["pretrain", "--config", "tiny_cpu", "--workdir", str(tmp_path), "--set", f"corpus=[\"{corpus}\"]",
+                "--set", f"tokenizer={tokenizer_dir}", "--set", "steps=2", "--set", "seq_len=32",
+                "--set", "batch_size=4", "--set", "log_every=1"]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads(printed[printed.index("{"):])["steps"] == 2
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2]
+    for name in ("tiny_cpu", "v3_xsmall", "v3_small", "v3_base", "v3_large", "v1_base_mlm_emd"):
+        load_pretrain_config(name)
+    with pytest.raises(ValueError, match="sharing"):
+        load_pretrain_config("tiny_cpu", ["sharing=shared"])
+    with pytest.raises(ValueError, match="key=value"):
+        load_pretrain_config("tiny_cpu", ["no_such_key=1"])
