@@ -8,6 +8,16 @@ import jax.numpy as jnp
 from deberta_jax.config import DebertaConfig
 from deberta_jax.model.layers import dense, embed, layer_norm
 
+SIFT_NORM_EPS = 1e-7  # microsoft/DeBERTa's SiFT normalises with this epsilon
+
+
+def normalize(x: jnp.ndarray, eps: float) -> jnp.ndarray:
+    """LayerNorm without scale or bias over the last axis, statistics in fp32."""
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    var = ((x32 - mean) ** 2).mean(-1, keepdims=True)
+    return ((x32 - mean) / jnp.sqrt(var + eps)).astype(x.dtype)
+
 
 class DebertaEmbeddings(nn.Module):
     """HF's `embeddings`: word_embeddings, position_embeddings, token_type_embeddings, embed_proj, LayerNorm.
@@ -37,13 +47,16 @@ class DebertaEmbeddings(nn.Module):
         return self.word_embeddings.attend(hidden)
 
     def __call__(self, input_ids, token_mask, token_type_ids=None, position_ids=None, inputs_embeds=None,
-                 deterministic: bool = True):
+                 deterministic: bool = True, perturbation=None):
         """
         Args:
           input_ids: int [B, N] (ignored when inputs_embeds is given).
           token_mask: [B, N], 1 for real tokens; the output is zeroed elsewhere.
           token_type_ids, position_ids: int [B, N] or None (zeros and arange).
-          inputs_embeds: [B, N, E] replacing the word-embedding lookup (e.g. for adversarial perturbations).
+          inputs_embeds: [B, N, E] replacing the word-embedding lookup.
+          perturbation: [B, N, hidden] added to the embeddings after a LayerNorm without affine parameters and
+            before the model's own LayerNorm (SiFT's perturbation of normalised embeddings); None leaves the
+            embeddings as they are.
         Returns:
           [B, N, hidden] in the compute dtype.
         """
@@ -68,6 +81,8 @@ class DebertaEmbeddings(nn.Module):
             embeddings = embeddings + self.token_type_embeddings(token_type_ids)
         if cfg.embed_dim != cfg.hidden_size:
             embeddings = self.embed_proj(embeddings)
+        if perturbation is not None:
+            embeddings = normalize(embeddings, SIFT_NORM_EPS) + perturbation.astype(embeddings.dtype)
         embeddings = self.LayerNorm(embeddings)
         embeddings = embeddings * token_mask[..., None].astype(embeddings.dtype)
         return self.dropout(embeddings, deterministic=deterministic)

@@ -52,10 +52,11 @@ class DebertaModel(nn.Module):
 
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                  inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
-                 output_attentions: bool = False) -> DebertaOutput:
+                 output_attentions: bool = False, embedding_perturbation=None) -> DebertaOutput:
         """
         Args:
           input_ids: int [B, N]; or inputs_embeds [B, N, embedding_size] instead.
+          embedding_perturbation: [B, N, hidden] added to the normalised embeddings (SiFT), or None.
           attention_mask: [B, N] (1 = token) or [B, N, N] (query may see key); default all ones.
           token_type_ids, position_ids: int [B, N].
         """
@@ -70,7 +71,7 @@ class DebertaModel(nn.Module):
             raise ValueError(f"attention_mask shape {attention_mask.shape} does not fit inputs of shape {tuple(shape)}")
         pair_mask, token_mask = expand_mask(attention_mask)
         embedded = self.embeddings(input_ids, token_mask, token_type_ids, position_ids, inputs_embeds,
-                                   deterministic=deterministic)
+                                   deterministic=deterministic, perturbation=embedding_perturbation)
         hidden, probs = self.encoder(embedded, pair_mask, token_mask, deterministic=deterministic)
         return DebertaOutput(
             last_hidden_state=hidden[-1],
@@ -89,9 +90,9 @@ class _WithBackbone(nn.Module):
 
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                  inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
-                 output_attentions: bool = False, **head_kwargs) -> DebertaOutput:
+                 output_attentions: bool = False, embedding_perturbation=None, **head_kwargs) -> DebertaOutput:
         out = self.deberta(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                           deterministic, output_hidden_states, output_attentions)
+                           deterministic, output_hidden_states, output_attentions, embedding_perturbation)
         return self.head(out, deterministic, **head_kwargs)
 
     def head(self, out: DebertaOutput, deterministic: bool) -> DebertaOutput:
@@ -178,14 +179,15 @@ class DebertaForMultipleChoice(DebertaForSequenceClassification):
 
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                  inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
-                 output_attentions: bool = False) -> DebertaOutput:
+                 output_attentions: bool = False, embedding_perturbation=None) -> DebertaOutput:
         ref = input_ids if input_ids is not None else inputs_embeds
         if ref is None or ref.ndim < 3:
             raise ValueError("multiple choice inputs must be [batch, choices, seq]")
         batch, choices = ref.shape[:2]
         flat = lambda x: None if x is None else x.reshape((batch * choices,) + x.shape[2:])
         out = super().__call__(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
-                               flat(inputs_embeds), deterministic, output_hidden_states, output_attentions)
+                               flat(inputs_embeds), deterministic, output_hidden_states, output_attentions,
+                               flat(embedding_perturbation))
         return out.replace(logits=out.logits.reshape(batch, choices))
 
 

@@ -21,6 +21,7 @@ class OptimizerConfig:
     b2: float = 0.999
     eps: float = 1e-6
     clip_norm: float = 1.0
+    layer_decay: float = 1.0  # layer-wise LR decay: layer i of L gets decay**(L - i), embeddings decay**(L + 1)
 
     def __post_init__(self):
         if self.total_steps < 1:
@@ -46,9 +47,36 @@ def decay_mask(params):
     return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
+def layer_decay_factors(params, num_layers: int, decay: float):
+    """Learning-rate multipliers per parameter: encoder layer i -> decay**(num_layers - i); embeddings, relative
+    embeddings and the conv branch -> decay**(num_layers + 1); heads -> 1."""
+    def factor(path, _):
+        names = [getattr(k, "key", str(k)) for k in path]
+        for name in names:
+            if name.startswith("layer_") and name[6:].isdigit():
+                return decay ** (num_layers - int(name[6:]))
+        if "embeddings" in names or "encoder" in names:
+            return decay ** (num_layers + 1)
+        return 1.0
+
+    return jax.tree_util.tree_map_with_path(factor, params)
+
+
+def _scale_by_tree(factors) -> optax.GradientTransformation:
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map(lambda u, f: u * f, updates, factors), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(cfg: OptimizerConfig, layer_factors=None) -> optax.GradientTransformation:
+    """`layer_factors` (from `layer_decay_factors`) scales each parameter's step when cfg.layer_decay != 1."""
+    if cfg.layer_decay != 1.0 and layer_factors is None:
+        raise ValueError("OptimizerConfig.layer_decay needs layer_factors (see layer_decay_factors)")
     return optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm) if cfg.clip_norm > 0 else optax.identity(),
         optax.adamw(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                     weight_decay=cfg.weight_decay, mask=decay_mask),
+        _scale_by_tree(layer_factors) if cfg.layer_decay != 1.0 else optax.identity(),
     )

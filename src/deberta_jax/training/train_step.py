@@ -25,8 +25,9 @@ class TrainState:
 
 
 def create_train_state(model: nn.Module, init_args: tuple, optimizer: optax.GradientTransformation, seed: int,
-                       mesh: Mesh, rules: LogicalRules = DEFAULT_RULES):
-    """Initialises params and optimizer state directly in their shardings.
+                       mesh: Mesh, rules: LogicalRules = DEFAULT_RULES, params=None):
+    """Initialises params (or places the given `params`, e.g. a pretrained checkpoint) and the optimizer state
+    directly in their shardings.
 
     The optimizer state is built from the boxed params so that Adam's moments inherit the params' logical axes.
     Returns (state, state_shardings).
@@ -40,7 +41,14 @@ def create_train_state(model: nn.Module, init_args: tuple, optimizer: optax.Grad
 
     rng = jax.random.PRNGKey(seed)
     shardings = logical_shardings(jax.eval_shape(init, rng), mesh, rules)
-    state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(rng)
+    if params is None:
+        state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(rng)
+    else:
+        def place(p, r):
+            return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=optimizer.init(p),
+                              rng=jax.random.split(r)[1])
+
+        state = jax.jit(place, out_shardings=shardings)(params, rng)
     return state, shardings
 
 
