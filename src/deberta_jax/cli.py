@@ -69,6 +69,42 @@ def cmd_train_tokenizer(args) -> int:
     return 0
 
 
+def _apply_overrides(cls, base: dict, overrides: list[str]):
+    """Builds dataclass `cls` from `base` plus `key=value` strings, values parsed as JSON where they parse."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = dict(base)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or key not in fields:
+            raise SystemExit(f"--set {item!r}: expected key=value with key among {sorted(fields)}")
+        try:
+            values[key] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key] = text
+    return cls(**values)
+
+
+def cmd_finetune(args) -> int:
+    from deberta_jax.finetuning.train import FinetuneConfig, finetune
+
+    cfg = _apply_overrides(FinetuneConfig, {"task": args.task, "model": args.model, "data": args.data}, args.set)
+    summary = finetune(cfg, args.workdir, resume=args.resume)
+    print(json.dumps({"task": summary["task"], "best": summary["best"],
+                      "steps_per_second": round(summary["steps_per_second"], 3), "export": summary["export"]},
+                     indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from deberta_jax.finetuning.train import predict
+
+    for path in predict(args.task, args.model, args.data, args.out, split=args.split, max_length=args.max_length):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deberta-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
     pretrain.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in workdir")
     pretrain.set_defaults(func=cmd_pretrain)
+
+    finetune = sub.add_parser("finetune", help="fine-tune on a GLUE task (tfds or a local GLUE directory)")
+    finetune.add_argument("--task", required=True)
+    finetune.add_argument("--model", required=True, help="HF-format directory with spm.model")
+    finetune.add_argument("--data", default="tfds", help="'tfds' or a directory in the official GLUE layout")
+    finetune.add_argument("--workdir", required=True)
+    finetune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a FinetuneConfig field (e.g. learning_rate=3e-5, sift=true)")
+    finetune.add_argument("--resume", action="store_true")
+    finetune.set_defaults(func=cmd_finetune)
+
+    predict = sub.add_parser("predict", help="write GLUE submission files for a task's test split(s)")
+    predict.add_argument("--task", required=True)
+    predict.add_argument("--model", required=True, help="fine-tuned HF directory (a finetune export)")
+    predict.add_argument("--data", default="tfds")
+    predict.add_argument("--out", required=True)
+    predict.add_argument("--split", default=None, help="default: the task's test split(s)")
+    predict.add_argument("--max-length", type=int, default=128)
+    predict.set_defaults(func=cmd_predict)
 
     tok = sub.add_parser("train-tokenizer", help="train a DeBERTa-v3 style sentencepiece model on text files")
     tok.add_argument("inputs", nargs="+")

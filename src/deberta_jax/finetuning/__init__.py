@@ -1,0 +1,1 @@
+"""GLUE fine-tuning: metrics, submission files, losses and the training loop."""

@@ -1,0 +1,95 @@
+"""Fine-tuning through the real CLI: a tiny model learns a generated SST-2-style task; predict writes the
+submission file; STS-B regression runs."""
+
+import csv
+import json
+import random
+
+import jax
+import numpy as np
+import pytest
+
+from deberta_jax.cli import main as cli
+from deberta_jax.config import preset
+from deberta_jax.conversion.hf_checkpoint import save_pretrained
+from deberta_jax.model.modeling import DebertaModel, init_params
+from deberta_jax.tokenization.training import train_spm_tokenizer
+
+FILLER = ("the a movie film story plot actors scenes music was is very quite rather somewhat and but with "
+          "this that it its").split()
+
+
+def _sentence(rng, label):
+    words = [rng.choice(FILLER) for _ in range(rng.randint(4, 12))]
+    words.insert(rng.randrange(len(words) + 1), rng.choice(["good", "great", "fine"] if label else
+                                                          ["bad", "awful", "dull"]))
+    return " ".join(words)
+
+
+def _write_split(path, rows, header):
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def glue_dir_and_model(tmp_path_factory):
+    rng = random.Random(0)
+    root = tmp_path_factory.mktemp("generated")
+    (root / "glue" / "SST-2").mkdir(parents=True)
+    data = {}
+    for split, n in (("train", 640), ("dev", 128)):
+        labels = [rng.randint(0, 1) for _ in range(n)]
+        data[split] = [(_sentence(rng, y), y) for y in labels]
+        _write_split(root / "glue" / "SST-2" / f"{split}.tsv", data[split], ["sentence", "label"])
+    _write_split(root / "glue" / "SST-2" / "test.tsv",
+                 [(i, _sentence(rng, i % 2)) for i in range(37)], ["index", "sentence"])
+    (root / "corpus.txt").write_text("\n".join(s for s, _ in data["train"]), encoding="utf-8")
+    tokenizer = train_spm_tokenizer([str(root / "corpus.txt")], str(root / "model"), 50)
+    config = preset("deberta-v3-xsmall", vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                    num_attention_heads=4, intermediate_size=64, position_buckets=8, max_relative_positions=32)
+    model = DebertaModel(config)
+    save_pretrained(root / "model", model, init_params(model, jax.random.PRNGKey(0)))
+    return root / "glue", root / "model"
+
+
+def test_tiny_model_learns_generated_task_and_predicts(glue_dir_and_model, tmp_path, capsys):
+    glue_dir, model_dir = glue_dir_and_model
+    workdir = tmp_path / "run"
+    assert cli(["finetune", "--task", "sst2", "--model", str(model_dir), "--data", str(glue_dir),
+                "--workdir", str(workdir), "--set", "epochs=4", "--set", "learning_rate=2e-3",
+                "--set", "batch_size=32", "--set", "max_length=32", "--set", "warmup_ratio=0.1",
+                "--set", "log_every=5"]) == 0
+    summary = json.loads((workdir / "metrics.json").read_text())
+    assert summary["best"]["metrics"]["validation"]["accuracy"] >= 0.9, summary["best"]
+    assert summary["steps"] == 80 and len(summary["evaluations"]) == 4
+    capsys.readouterr()
+    assert cli(["predict", "--task", "sst2", "--model", str(workdir / "export"), "--data", str(glue_dir),
+                "--out", str(tmp_path / "submission")]) == 0
+    rows = list(csv.reader(open(tmp_path / "submission" / "SST-2.tsv"), delimiter="\t"))
+    assert rows[0] == ["index", "prediction"] and len(rows) == 38
+    predictions = np.array([int(r[1]) for r in rows[1:]])
+    expected = np.arange(37) % 2
+    assert (predictions == expected).mean() >= 0.9
+
+
+def test_sift_and_regression_run(glue_dir_and_model, tmp_path):
+    glue_dir, model_dir = glue_dir_and_model
+    stsb = tmp_path / "glue" / "STS-B"
+    stsb.mkdir(parents=True)
+    rng = random.Random(1)
+    header = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2",
+              "score"]
+    for split in ("train", "dev"):
+        rows = [(i, "g", "f", "2012", i, "s", "s", _sentence(rng, 1), _sentence(rng, 0), f"{rng.uniform(0, 5):.3f}")
+                for i in range(40)]
+        _write_split(stsb / f"{split}.tsv", rows, header)
+    workdir = tmp_path / "stsb"
+    assert cli(["finetune", "--task", "stsb", "--model", str(model_dir), "--data", str(tmp_path / "glue"),
+                "--workdir", str(workdir), "--set", "epochs=1", "--set", "batch_size=16", "--set", "max_length=32",
+                "--set", "sift=true"]) == 0
+    summary = json.loads((workdir / "metrics.json").read_text())
+    assert set(summary["best"]["metrics"]["validation"]) == {"pearson", "spearman"}
+    rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    assert all(np.isfinite(r["sift_loss"]) and r["sift_loss"] >= 0 for r in rows)
