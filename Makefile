@@ -1,11 +1,12 @@
-# Two entry points on a fresh machine: `make demo` (the main job) and `make test`.
+# Two entry points on a fresh machine: `make demo` (the main job) and `make test`; `make parity` checks a
+# converted checkpoint against PyTorch.
 # Both create .venv from the pinned requirements on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test clean
+.PHONY: demo parity test clean
 
 $(STAMP): requirements.txt requirements-test.txt setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,9 @@ $(STAMP): requirements.txt requirements-test.txt setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/python experiments/demo/run_demo.py
+
+parity: $(STAMP)
 	$(BIN)/python experiments/parity/run_parity_demo.py
 
 test: $(STAMP)

@@ -1,8 +1,8 @@
 """MLM vs RTD with NES / ES / GDES on the tiny CPU recipe, equal steps, same data, tokenizer and seed.
 
-    python experiments/pretrain/compare_objectives.py [--steps 400] [--workdir /tmp/compare]
+    python experiments/pretrain/compare_objectives.py [--steps 400] [--workdir /tmp/compare] [--set key=value ...]
 
-Writes results/compare_objectives.json (every logged step of every run) and results/compare_objectives.png.
+Writes results/NAME.json (every logged step of every run) and results/NAME.png.
 Figures are training-batch metrics averaged over the last 20% of steps (no held-out split at this scale).
 """
 
@@ -57,12 +57,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--workdir", default="/tmp/deberta-jax-compare")
+    parser.add_argument("--set", action="append", default=[], help="recipe override applied to every run")
+    parser.add_argument("--name", default="compare_objectives", help="results file stem")
     args = parser.parse_args()
-    common = [f"steps={args.steps}", "log_every=10", f"checkpoint_every={args.steps}"]
+    common = [f"steps={args.steps}", "log_every=10", f"checkpoint_every={args.steps}"] + args.set
     tokenizer_dir = os.path.join(args.workdir, "shared")
     load_tokenizer(load_pretrain_config("tiny_cpu", common), tokenizer_dir)  # one tokenizer for every run
     common.append(f"tokenizer={os.path.join(tokenizer_dir, 'tokenizer')}")
-    results = {"recipe": "tiny_cpu", "steps": args.steps, "machine": platform.machine(), "runs": {}}
+    results = {"recipe": "tiny_cpu", "overrides": common, "steps": args.steps, "machine": platform.machine(),
+               "command": "python experiments/pretrain/compare_objectives.py " + " ".join(
+                   [f"--steps {args.steps}"] + [f"--set {o}" for o in args.set] + [f"--name {args.name}"]),
+               "runs": {}}
     for name, overrides in RUNS.items():
         cfg = load_pretrain_config("tiny_cpu", common + overrides)
         workdir = os.path.join(args.workdir, name.split()[0].lower() + "_" + name.split()[-1].lower())
@@ -80,9 +85,9 @@ def main():
     rtd_runs = [r for r in results["runs"].values() if r["final_rtd_accuracy"] is not None]
     results["replaced_fraction"] = float(np.mean([tail_mean(r["history"], "replaced_fraction") for r in rtd_runs]))
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "compare_objectives.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(HERE, "results", f"{args.name}.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1)
-    plot(results, os.path.join(HERE, "results", "compare_objectives.png"))
+    plot(results, os.path.join(HERE, "results", f"{args.name}.png"))
 
 
 if __name__ == "__main__":
