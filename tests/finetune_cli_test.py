@@ -93,3 +93,33 @@ def test_sift_and_regression_run(glue_dir_and_model, tmp_path):
     assert set(summary["best"]["metrics"]["validation"]) == {"pearson", "spearman"}
     rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     assert all(np.isfinite(r["sift_loss"]) and r["sift_loss"] >= 0 for r in rows)
+
+
+def test_stop_and_resume_matches_an_uninterrupted_run(glue_dir_and_model, tmp_path):
+    from deberta_jax.finetuning.train import FinetuneConfig, finetune
+
+    glue_dir, model_dir = glue_dir_and_model
+    cfg = FinetuneConfig(task="sst2", model=str(model_dir), data=str(glue_dir), epochs=1.5, learning_rate=2e-3,
+                         batch_size=32, max_length=32, eval_every=10, log_every=1)
+    straight = finetune(cfg, str(tmp_path / "a"), progress=False)
+    stopped = finetune(cfg, str(tmp_path / "b"), progress=False, stop_after=15)   # mid-epoch, between evals
+    assert stopped["stopped_at"] == 15
+    resumed = finetune(cfg, str(tmp_path / "b"), resume=True, progress=False)
+    assert [e["score"] for e in straight["evaluations"]][-2:] == pytest.approx(
+        [e["score"] for e in resumed["evaluations"]][-2:], abs=1e-6)
+    losses = lambda d: {r["step"]: r["loss"] for r in map(json.loads, open(d / "metrics.jsonl"))}
+    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
+    assert sorted(a) == sorted(b)
+    np.testing.assert_allclose([b[s] for s in sorted(b)], [a[s] for s in sorted(a)], rtol=0, atol=1e-5)
+
+
+def test_published_recipes_load():
+    from deberta_jax.finetuning.train import FinetuneConfig, load_glue_recipe
+
+    recipe = load_glue_recipe("mnli", "deberta-v3-base")
+    assert recipe["learning_rate"] == 1.5e-5 and recipe["batch_size"] == 64 and recipe["max_length"] == 256
+    sift = load_glue_recipe("mnli", "deberta-v3-small-sift")
+    assert sift["sift"] is True and sift["sift_weight"] == 5.0
+    FinetuneConfig(task="mnli", model="m", **recipe)
+    with pytest.raises(ValueError, match="no published recipe"):
+        load_glue_recipe("rte", "deberta-v3-nonexistent")

@@ -87,9 +87,12 @@ def _apply_overrides(cls, base: dict, overrides: list[str]):
 
 
 def cmd_finetune(args) -> int:
-    from deberta_jax.finetuning.train import FinetuneConfig, finetune
+    from deberta_jax.finetuning.train import FinetuneConfig, finetune, load_glue_recipe
 
-    cfg = _apply_overrides(FinetuneConfig, {"task": args.task, "model": args.model, "data": args.data}, args.set)
+    base = {"task": args.task, "model": args.model, "data": args.data}
+    if args.recipe:
+        base = {**load_glue_recipe(args.task, args.recipe), **base}
+    cfg = _apply_overrides(FinetuneConfig, base, args.set)
     summary = finetune(cfg, args.workdir, resume=args.resume)
     print(json.dumps({"task": summary["task"], "best": summary["best"],
                       "steps_per_second": round(summary["steps_per_second"], 3), "export": summary["export"]},
@@ -138,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--workdir", required=True)
     finetune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="override a FinetuneConfig field (e.g. learning_rate=3e-5, sift=true)")
+    finetune.add_argument("--recipe", help="published settings from experiments/glue/recipes.json, e.g. "
+                          "deberta-v3-base, deberta-v3-small-sift, large")
     finetune.add_argument("--resume", action="store_true")
     finetune.set_defaults(func=cmd_finetune)
 

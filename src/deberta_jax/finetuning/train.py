@@ -48,6 +48,7 @@ class FinetuneConfig:
     epochs: float = 3.0
     learning_rate: float = 2e-5
     warmup_ratio: float = 0.1
+    warmup_steps: int | None = None     # when set, replaces warmup_ratio (microsoft's scripts give steps)
     weight_decay: float = 0.01
     layer_decay: float = 1.0
     clip_norm: float = 1.0
@@ -59,6 +60,7 @@ class FinetuneConfig:
     sift: bool = False
     sift_weight: float = 1.0
     sift_step_size: float = 1e-3
+    sift_init_std: float = 0.01
     buckets: tuple = (32, 64, 128, 256, 512)
     log_every: int = 10
 
@@ -73,6 +75,20 @@ class FinetuneConfig:
         for ok, field in checks:
             if not ok:
                 raise ValueError(f"FinetuneConfig.{field}={getattr(self, field)!r} is out of range")
+
+
+GLUE_RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "experiments", "glue", "recipes.json")
+
+
+def load_glue_recipe(task: str, name: str, path: str = GLUE_RECIPES) -> dict:
+    """FinetuneConfig fields of a published recipe (microsoft/DeBERTa's GLUE scripts) for `task` and model `name`."""
+    with open(path, encoding="utf-8") as f:
+        recipes = json.load(f)
+    key = get_task(task).name
+    if key not in recipes or name not in recipes[key]:
+        known = sorted(recipes.get(key, {}))
+        raise ValueError(f"no published recipe {name!r} for task {key!r}; known: {known}")
+    return dict(recipes[key][name])
 
 
 def _device_batch(batch: dict, sharding, leading_axis: bool):
@@ -106,7 +122,8 @@ class Evaluator:
 
 
 def make_loss_fn(model, cfg: FinetuneConfig):
-    sift_cfg = SiftConfig(weight=cfg.sift_weight, step_size=cfg.sift_step_size)
+    sift_cfg = SiftConfig(weight=cfg.sift_weight, step_size=cfg.sift_step_size, init_std=cfg.sift_init_std,
+                          init_clip=2 * cfg.sift_init_std)
 
     def loss_fn(params, batch, rng):
         dropout_rng, sift_rng = jax.random.split(rng)
@@ -129,8 +146,13 @@ def make_loss_fn(model, cfg: FinetuneConfig):
     return loss_fn
 
 
-def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: bool = True) -> dict:
-    """Fine-tunes on cfg.task; keeps the best checkpoint by the task's main metric and exports it (HF format)."""
+def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: bool = True,
+             stop_after: int | None = None) -> dict:
+    """Fine-tunes on cfg.task; keeps the best checkpoint by the task's main metric and exports it (HF format).
+
+    stop_after: end this run after that many steps in total (checkpointing there), as a preempted job would; a
+    later `resume=True` run continues. Only a finished run exports.
+    """
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     task = get_task(cfg.task)
@@ -150,7 +172,8 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     eval_every = cfg.eval_every or steps_per_epoch
 
-    opt_cfg = OptimizerConfig(learning_rate=cfg.learning_rate, warmup_steps=int(cfg.warmup_ratio * total_steps),
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * total_steps)
+    opt_cfg = OptimizerConfig(learning_rate=cfg.learning_rate, warmup_steps=min(warmup, total_steps),
                               total_steps=total_steps, weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm,
                               layer_decay=cfg.layer_decay)
     factors = layer_decay_factors(params, model.config.num_hidden_layers, cfg.layer_decay)
@@ -180,10 +203,11 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
     history_eval = []
     t_start = time.perf_counter()
     pending = []
+    end = total_steps if stop_after is None else min(stop_after, total_steps)
     try:
         step = start
         epoch = start // steps_per_epoch
-        while step < total_steps:
+        while step < end:
             batches = bucketed_batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch)
             for position, batch in enumerate(batches):
                 if epoch * steps_per_epoch + position < step:
@@ -191,7 +215,7 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
                 state, metrics = train_step(state, _device_batch(batch, sharding, True))
                 step += 1
                 pending.append(metrics)
-                if step % cfg.log_every == 0 or step == total_steps:
+                if step % cfg.log_every == 0 or step == end:
                     fetched = jax.device_get(pending)
                     logger.log(step, {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]})
                     pending = []
@@ -208,7 +232,9 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
                         best_manager.save(step, args=ocp.args.StandardSave(state.params),
                                           metrics={"score": score})
                     last.save(step, state, {"best": best})
-                if step >= total_steps:
+                elif step == end:
+                    last.save(step, state, {"best": best})
+                if step >= end:
                     break
             epoch += 1
     finally:
@@ -217,6 +243,9 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
         best_manager.wait_until_finished()
 
     train_seconds = time.perf_counter() - t_start
+    if end < total_steps:
+        best_manager.close()
+        return {"task": cfg.task, "stopped_at": end, "best": best, "evaluations": history_eval}
     best_params = best_manager.restore(best_manager.best_step(), args=ocp.args.StandardRestore(
         jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)))
     best_manager.close()
