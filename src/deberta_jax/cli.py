@@ -69,30 +69,14 @@ def cmd_train_tokenizer(args) -> int:
     return 0
 
 
-def _apply_overrides(cls, base: dict, overrides: list[str]):
-    """Builds dataclass `cls` from `base` plus `key=value` strings, values parsed as JSON where they parse."""
-    import dataclasses
-
-    fields = {f.name for f in dataclasses.fields(cls)}
-    values = dict(base)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or key not in fields:
-            raise SystemExit(f"--set {item!r}: expected key=value with key among {sorted(fields)}")
-        try:
-            values[key] = json.loads(text)
-        except json.JSONDecodeError:
-            values[key] = text
-    return cls(**values)
-
-
 def cmd_finetune(args) -> int:
     from deberta_jax.finetuning.train import FinetuneConfig, finetune, load_glue_recipe
+    from deberta_jax.overrides import apply_overrides
 
     base = {"task": args.task, "model": args.model, "data": args.data}
     if args.recipe:
         base = {**load_glue_recipe(args.task, args.recipe), **base}
-    cfg = _apply_overrides(FinetuneConfig, base, args.set)
+    cfg = FinetuneConfig(**apply_overrides(FinetuneConfig, base, args.set))
     summary = finetune(cfg, args.workdir, resume=args.resume)
     print(json.dumps({"task": summary["task"], "best": summary["best"],
                       "steps_per_second": round(summary["steps_per_second"], 3), "export": summary["export"]},

@@ -6,7 +6,8 @@ import dataclasses
 import json
 import os
 import typing
-from typing import Any
+
+from deberta_jax.overrides import apply_overrides
 
 RECIPE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "experiments", "pretrain")
 
@@ -76,23 +77,6 @@ class PretrainConfig:
         return self.batch_size // self.grad_accum_steps
 
 
-def _coerce(field: dataclasses.Field, text: str) -> Any:
-    """Parses an override value by the field's type: JSON for containers and numbers, plain text for strings."""
-    hint = str(field.type)
-    if hint.startswith("str") and not text.startswith(("[", "{", '"')) and text != "null":
-        return text
-    if hint == "bool":
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise ValueError(f"--set {field.name}={text}: expected true or false")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--set {field.name}={text}: not a valid {hint} value") from e
-
-
 def load_pretrain_config(name_or_file: str, overrides: typing.Sequence[str] = ()) -> PretrainConfig:
     """A recipe by name (experiments/pretrain/NAME.json) or path, with `key=value` overrides applied."""
     path = name_or_file
@@ -113,9 +97,4 @@ def load_pretrain_config(name_or_file: str, overrides: typing.Sequence[str] = ()
     if "corpus" in values:  # recipe paths are relative to the recipe file
         values["corpus"] = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base_dir, p))
                             for p in values["corpus"]]
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or key not in fields:
-            raise ValueError(f"--set {item!r}: expected key=value with key among {sorted(fields)}")
-        values[key] = _coerce(fields[key], text)
-    return PretrainConfig(**values)
+    return PretrainConfig(**apply_overrides(PretrainConfig, values, overrides))
