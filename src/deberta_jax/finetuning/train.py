@@ -101,7 +101,7 @@ class Evaluator:
     """Jitted forward passes over every example of a split (padding rows have weight 0 and are dropped)."""
 
     def __init__(self, model, cfg: FinetuneConfig, mesh):
-        self.model, self.cfg = model, cfg
+        self.cfg = cfg
         self.sharding = batch_sharding(mesh)
         self._logits = jax.jit(lambda params, b: model.apply(
             {"params": params}, b["input_ids"], attention_mask=b["attention_mask"],
@@ -216,10 +216,10 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
                 step += 1
                 pending.append(metrics)
                 if step % cfg.log_every == 0 or step == end:
-                    fetched = jax.device_get(pending)
-                    logger.log(step, {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]})
+                    logger.log(step, pending)
                     pending = []
-                if step % eval_every == 0 or step == total_steps:
+                evaluate = step % eval_every == 0 or step == total_steps
+                if evaluate:
                     results = {}
                     for split, encoded in evals.items():
                         preds, labels, _ = evaluator.predict(state.params, encoded)
@@ -231,8 +231,7 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
                         best = {"score": score, "step": step, "metrics": results}
                         best_manager.save(step, args=ocp.args.StandardSave(state.params),
                                           metrics={"score": score})
-                    last.save(step, state, {"best": best})
-                elif step == end:
+                if evaluate or step == end:
                     last.save(step, state, {"best": best})
                 if step >= end:
                     break

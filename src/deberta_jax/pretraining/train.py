@@ -197,8 +197,7 @@ def pretrain(cfg: PretrainConfig, workdir: str, resume: bool = False, progress: 
             pending.append(metrics)
             done = step + 1
             if done % cfg.log_every == 0 or done == end:
-                fetched = jax.device_get(pending)
-                logger.log(done, {k: np.mean([m[k] for m in fetched]) for k in fetched[-1]})
+                logger.log(done, pending)
                 pending = []
             if done % cfg.checkpoint_every == 0 or done == end:
                 checkpoints.save(done, state, iterator.get_state())

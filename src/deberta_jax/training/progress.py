@@ -6,6 +6,8 @@ import json
 import os
 import time
 
+import jax
+import numpy as np
 import tqdm
 
 
@@ -32,8 +34,12 @@ class ProgressLogger:
             self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                                   disable=not show_bar)
 
-    def log(self, step: int, metrics: dict) -> dict:
-        """`metrics` are host floats for `step` (the number of steps done). Returns them with throughput added."""
+    def log(self, step: int, step_metrics: list[dict]) -> dict:
+        """Logs the mean of the per-step metric dicts (device or host scalars) of the steps since the last call;
+        `step` is the number of steps done. Fetching here, every few steps, keeps the device from waiting on the
+        host. Returns the logged row, throughput added."""
+        fetched = jax.device_get(step_metrics)
+        metrics = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
         now = time.perf_counter()
         steps = max(step - self._last_step, 1)
         seconds = max(now - self._last_time, 1e-9)
