@@ -17,6 +17,12 @@ _MODEL_TYPES = (V1, V2)
 _POS_ATT_TYPES = ("c2p", "p2c")
 _NORM_REL_EBD = ("none", "layer_norm")
 _DTYPES = ("float32", "bfloat16", "float16")
+# "reference" gathers c2p/p2c with take_along_axis like transformers; "skew" is the same dense math without a
+# gather; "chunked" (pure JAX) and "pallas" (kernel) never materialise the [B, H, N, N] scores.
+ATTENTION_IMPLS = ("reference", "skew", "chunked", "pallas")
+# Fields that choose how the network is computed, not what it computes: never written to or read from HF files.
+_JAX_ONLY_FIELDS = ("dtype", "param_dtype", "remat", "attention_impl", "attention_block_q", "attention_block_k",
+                    "scan_layers")
 
 # HF config keys that do not change the numbers of the network itself; accepted and dropped when reading.
 _IGNORED_HF_KEYS = frozenset(
@@ -76,6 +82,10 @@ class DebertaConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: bool = False
+    attention_impl: str = "reference"
+    attention_block_q: int = 128
+    attention_block_k: int = 128
+    scan_layers: bool = False
 
     def __post_init__(self):
         if isinstance(self.pos_att_type, str):
@@ -156,6 +166,14 @@ class DebertaConfig:
         for name in ("dtype", "param_dtype"):
             if getattr(self, name) not in _DTYPES:
                 fail(name, f"must be one of {_DTYPES}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            fail("attention_impl", f"must be one of {ATTENTION_IMPLS}")
+        for name in ("attention_block_q", "attention_block_k"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                fail(name, "must be a positive integer")
+        if self.talking_head and self.attention_impl in ("chunked", "pallas"):
+            fail("attention_impl", "fused attention cannot mix heads between softmax and value (talking_head=True); "
+                 "use 'reference' or 'skew'")
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -211,7 +229,7 @@ class DebertaConfig:
         kwargs: dict[str, Any] = {}
         unknown = []
         for key, value in data.items():
-            if key in fields and key not in ("dtype", "param_dtype", "remat"):
+            if key in fields and key not in _JAX_ONLY_FIELDS:
                 kwargs[key] = value
             elif key in ("id2label", "label2id"):
                 if key == "id2label" and "num_labels" not in data:
@@ -235,7 +253,7 @@ class DebertaConfig:
     def to_hf_dict(self, architecture: str | None = None) -> dict[str, Any]:
         """The HF `config.json` dict; `transformers.AutoConfig` reads it back with the same numbers."""
         data = dataclasses.asdict(self)
-        for key in ("dtype", "param_dtype", "remat"):
+        for key in _JAX_ONLY_FIELDS:
             data.pop(key)
         data["pos_att_type"] = list(self.pos_att_type)
         if self.embedding_size is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from deberta_jax.config import DebertaConfig
@@ -57,6 +58,68 @@ def position_to_content(key: jnp.ndarray, pos_query: jnp.ndarray, rel_index: jnp
     index_t = rel_index.T
     gathered = jnp.take_along_axis(scores, jnp.broadcast_to(index_t, scores.shape[:2] + index_t.shape), axis=-1)
     return jnp.swapaxes(gathered, -1, -2)
+
+
+def diagonal_skew(scores: jnp.ndarray, width: int) -> jnp.ndarray:
+    """Shifts row m of per-offset scores left by (rows - 1 - m): out[..., m, t] = scores[..., m, t - m + rows - 1].
+
+    This is the relative "skew" of Transformer-XL done with pad, reshape and slice only, so it compiles to no
+    gather (the TPU-friendly form). Flattened, element (m, t - m + rows - 1) sits at m * (L - 1) + rows - 1 + t
+    for row length L, so dropping the first rows - 1 elements and re-reading rows of length L - 1 lines the
+    diagonals up as columns.
+
+    Args:
+      scores: [..., M, M + width - 1], column c holding the score at offset c - (M - 1) from the row's diagonal.
+    Returns:
+      [..., M, width].
+    """
+    rows, length = scores.shape[-2:]
+    if length != rows + width - 1:
+        raise ValueError(f"diagonal_skew needs {rows + width - 1} columns for {rows} rows and width {width}; "
+                         f"got scores of shape {scores.shape}")
+    if rows == 1:
+        return scores
+    lead = scores.shape[:-2]
+    flat = scores.reshape(lead + (rows * length,))[..., rows - 1: rows - 1 + rows * (length - 1)]
+    return flat.reshape(lead + (rows, length - 1))[..., :width]
+
+
+def expand_to_offsets(pos_table: jnp.ndarray, offset_rows: jnp.ndarray) -> jnp.ndarray:
+    """Per-offset projected relative table: out[o] = pos_table[offset_rows[o]], as a one-hot matmul (no gather).
+
+    Args:
+      pos_table: [R, H, D]; offset_rows: int [O] (static) with values in [0, R).
+    Returns:
+      [O, H, D] in pos_table's dtype.
+    """
+    one_hot = jax.nn.one_hot(offset_rows, pos_table.shape[0], dtype=pos_table.dtype)
+    return jnp.einsum("or,rhd->ohd", one_hot, pos_table)
+
+
+def content_to_position_skew(query: jnp.ndarray, pos_key_by_offset: jnp.ndarray, key_size: int) -> jnp.ndarray:
+    """c2p without a gather: Q against every offset's relative key, then `diagonal_skew`.
+
+    Args:
+      query: [B, Q, H, D]; pos_key_by_offset: [Q + K - 1, H, D] in DESCENDING offset order (row c holds offset
+        i - j = Q - 1 - c); key_size: K.
+    Returns:
+      fp32 [B, H, Q, K], equal to `content_to_position`.
+    """
+    scores = jnp.einsum("bqhd,ohd->bhqo", query, pos_key_by_offset, preferred_element_type=_F32)
+    return diagonal_skew(scores, key_size)
+
+
+def position_to_content_skew(key: jnp.ndarray, pos_query_by_offset: jnp.ndarray, query_size: int) -> jnp.ndarray:
+    """p2c without a gather: every key against every offset's relative query, skewed key-major, transposed.
+
+    Args:
+      key: [B, K, H, D]; pos_query_by_offset: [Q + K - 1, H, D] in ASCENDING offset order (row c holds offset
+        i - j = c - (K - 1)); query_size: Q.
+    Returns:
+      fp32 [B, H, Q, K], equal to `position_to_content`.
+    """
+    scores = jnp.einsum("bkhd,ohd->bhko", key, pos_query_by_offset, preferred_element_type=_F32)
+    return jnp.swapaxes(diagonal_skew(scores, query_size), -1, -2)
 
 
 def score_scale(head_dim: int, pos_att_type: tuple[str, ...]) -> float:

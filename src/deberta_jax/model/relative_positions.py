@@ -56,3 +56,20 @@ def relative_embedding_index(query_size: int, key_size: int, span: int, bucket_s
     """
     rel = build_relative_position(query_size, key_size, bucket_size, max_position)
     return np.clip(rel + span, 0, 2 * span - 1).astype(np.int32)
+
+
+def relative_offset_rows(query_size: int, key_size: int, span: int, bucket_size: int = -1,
+                         max_position: int = -1) -> np.ndarray:
+    """Relative-table row for each offset d = i - j, in ascending order d = -(key_size - 1) ... query_size - 1.
+
+    Every pair index depends on the offset alone: `relative_embedding_index(...)[i, j] == rows[i - j + key_size - 1]`.
+    Expanding a projected table by these rows once (a one-hot matmul, no batch axis) turns c2p/p2c into dense
+    per-offset scores that `diagonal_skew` shifts into place without a gather.
+
+    Returns:
+      int32 array [query_size + key_size - 1] with values in [0, 2 * span).
+    """
+    offsets = np.arange(-(key_size - 1), query_size, dtype=np.int64)
+    if bucket_size > 0 and max_position > 0:
+        offsets = make_log_bucket_position(offsets, bucket_size, max_position)
+    return np.clip(offsets + span, 0, 2 * span - 1).astype(np.int32)
