@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from deberta_jax.config import DebertaConfig
-from deberta_jax.model.layers import dense
+from deberta_jax.model.layers import dense, expand_mask
+from deberta_jax.model.relative_positions import relative_embedding_index, relative_offset_rows
 
 _F32 = jnp.float32
 
@@ -139,6 +140,22 @@ def masked_softmax(scores: jnp.ndarray, pair_mask: jnp.ndarray) -> jnp.ndarray:
     return nn.softmax(scores, axis=-1)
 
 
+FUSED_ATTENTION = ("chunked", "pallas")
+
+
+def fused_attention_kernel(name: str):
+    """The fused kernel `name`, with the signature (query, key, value, c2p_table, p2c_table, query_mask, key_mask,
+    *, scale, block_q, block_k, dropout_rate, dropout_seed) -> context [B, Q, H, D].
+
+    Imported on first use: Pallas pulls in its lowering machinery, which the dense paths never need.
+    """
+    if name == "chunked":
+        from deberta_jax.model.chunked_attention import chunked_attention
+        return chunked_attention
+    from deberta_jax.model.pallas_attention import pallas_attention
+    return pallas_attention
+
+
 def _split_heads(x: jnp.ndarray, heads: int) -> jnp.ndarray:
     """[..., H * D] -> [..., H, D]."""
     return x.reshape(x.shape[:-1] + (heads, x.shape[-1] // heads))
@@ -223,35 +240,81 @@ class DisentangledSelfAttention(nn.Module):
         split = lambda x: None if x is None else _split_heads(x, heads)
         return split(pos_key), split(pos_query)
 
-    def __call__(self, hidden_states, pair_mask, rel_embeddings, rel_index, *, query_states=None,
+    def _relative_rows(self, query_size: int, key_size: int):
+        """Static relative-table rows: per pair [Q, K] for "reference", per offset [Q + K - 1] otherwise."""
+        cfg = self.config
+        args = (query_size, key_size, cfg.relative_span, -1 if cfg.is_v1 else cfg.position_buckets, cfg.max_relative)
+        if cfg.attention_impl == "reference":
+            return relative_embedding_index(*args)
+        return relative_offset_rows(*args)
+
+    def _dense_scores(self, query, key, pos_key, pos_query):
+        """Unscaled c2c + c2p + p2c, fp32 [B, H, Q, K], with the gather ("reference") or the skew."""
+        scores = content_to_content(query, key)
+        rows = self._relative_rows(query.shape[1], key.shape[1])
+        if self.config.attention_impl == "reference":
+            index = jnp.asarray(rows)
+            if pos_key is not None:
+                scores = scores + content_to_position(query, pos_key, index)
+            if pos_query is not None:
+                scores = scores + position_to_content(key, pos_query, index)
+            return scores
+        if pos_key is not None:
+            scores = scores + content_to_position_skew(query, expand_to_offsets(pos_key, rows[::-1]), key.shape[1])
+        if pos_query is not None:
+            scores = scores + position_to_content_skew(key, expand_to_offsets(pos_query, rows), query.shape[1])
+        return scores
+
+    def _fused_context(self, query, key, value, pos_key, pos_query, attention_mask, deterministic):
+        """Context [B, Q, H, D] from the chunked or Pallas kernel; the [B, H, Q, K] scores never exist."""
+        cfg = self.config
+        if attention_mask.ndim != 2:
+            raise ValueError(f"attention_impl={cfg.attention_impl!r} takes a [batch, seq] token mask; got shape "
+                             f"{attention_mask.shape} (a [batch, query, key] mask needs 'reference' or 'skew')")
+        rows = self._relative_rows(query.shape[1], key.shape[1])
+        c2p_table = None if pos_key is None else expand_to_offsets(pos_key, rows[::-1])
+        p2c_table = None if pos_query is None else expand_to_offsets(pos_query, rows)
+        rate = cfg.attention_probs_dropout_prob
+        seed = None
+        if not deterministic and rate > 0:
+            seed = jax.random.bits(self.make_rng("dropout"), (), jnp.uint32)
+        else:
+            rate = 0.0
+        token = attention_mask != 0
+        kernel = fused_attention_kernel(cfg.attention_impl)
+        return kernel(query, key, value, c2p_table, p2c_table, token, token,
+                      scale=score_scale(cfg.head_dim, cfg.pos_att_type), block_q=cfg.attention_block_q,
+                      block_k=cfg.attention_block_k, dropout_rate=rate, dropout_seed=seed)
+
+    def __call__(self, hidden_states, attention_mask, rel_embeddings, *, query_states=None,
                  deterministic: bool = True):
         """
         Args:
           hidden_states: [B, K, hidden] (keys and values).
-          pair_mask: bool [B, 1, Q, K].
+          attention_mask: [B, K] token mask (1 = token) or [B, Q, K] (query i may see key j).
           rel_embeddings: [R, hidden] (already LayerNorm'd where configured) or None without relative attention.
-          rel_index: int [Q, K] relative-embedding row per pair, or None.
           query_states: [B, Q, hidden]; defaults to hidden_states.
         Returns:
-          context [B, Q, H * D] in the compute dtype, and the attention probabilities fp32 [B, H, Q, K].
+          context [B, Q, H * D] in the compute dtype, and the attention probabilities fp32 [B, H, Q, K] (None for
+          the fused implementations, which never hold them).
         """
         cfg = self.config
         if query_states is None:
             query_states = hidden_states
         query, key, value = self._content_projections(hidden_states, query_states)
-
-        scores = content_to_content(query, key)
+        pos_key = pos_query = None
         if cfg.relative_attention and cfg.pos_att_type:
             rel = self.pos_dropout(rel_embeddings, deterministic=deterministic)
             pos_key, pos_query = self._position_projections(rel)
-            if pos_key is not None:
-                scores = scores + content_to_position(query, pos_key, rel_index)
-            if pos_query is not None:
-                scores = scores + position_to_content(key, pos_query, rel_index)
-        scores = scores / score_scale(cfg.head_dim, cfg.pos_att_type)
 
+        if cfg.attention_impl in FUSED_ATTENTION:
+            context = self._fused_context(query, key, value, pos_key, pos_query, attention_mask, deterministic)
+            return context.reshape(context.shape[:2] + (-1,)), None
+
+        scores = self._dense_scores(query, key, pos_key, pos_query) / score_scale(cfg.head_dim, cfg.pos_att_type)
         if cfg.talking_head:
             scores = jnp.moveaxis(self.head_logits_proj(jnp.moveaxis(scores, 1, -1)), -1, 1).astype(_F32)
+        pair_mask, _ = expand_mask(attention_mask)
         probs = masked_softmax(scores, pair_mask)
         dropped = self.dropout(probs, deterministic=deterministic)
         if cfg.talking_head:

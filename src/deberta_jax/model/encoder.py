@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from deberta_jax.config import DebertaConfig
 from deberta_jax.model.activations import ACTIVATIONS
 from deberta_jax.model.attention import DisentangledSelfAttention
 from deberta_jax.model.layers import dense, embed, layer_norm
-from deberta_jax.model.relative_positions import relative_embedding_index
 
 
 class DenseResidualNorm(nn.Module):
@@ -33,10 +31,10 @@ class DebertaAttention(nn.Module):
         self.self = DisentangledSelfAttention(self.config)
         self.output = DenseResidualNorm(self.config, "qkv")
 
-    def __call__(self, hidden_states, pair_mask, rel_embeddings, rel_index, query_states=None,
+    def __call__(self, hidden_states, attention_mask, rel_embeddings, query_states=None,
                  deterministic: bool = True):
-        context, probs = self.self(hidden_states, pair_mask, rel_embeddings, rel_index,
-                                   query_states=query_states, deterministic=deterministic)
+        context, probs = self.self(hidden_states, attention_mask, rel_embeddings, query_states=query_states,
+                                   deterministic=deterministic)
         residual = hidden_states if query_states is None else query_states
         return self.output(context, residual, deterministic=deterministic), probs
 
@@ -54,10 +52,10 @@ class DebertaLayer(nn.Module):
     """One block: disentangled attention, then the feed-forward, each post-LN.
 
     Args (call):
-      hidden_states: [B, N, hidden]; pair_mask: bool [B, 1, N, N]; rel_embeddings: [R, hidden] or None;
-      rel_index: int [N, N] or None; query_states: [B, N, hidden] for the enhanced mask decoder.
+      hidden_states: [B, N, hidden]; attention_mask: [B, N] or [B, N, N]; rel_embeddings: [R, hidden] or None;
+      query_states: [B, N, hidden] for the enhanced mask decoder.
     Returns:
-      ([B, N, hidden], attention probabilities fp32 [B, H, N, N]).
+      ([B, N, hidden], attention probabilities fp32 [B, H, N, N], or None from the fused attention).
     """
 
     config: DebertaConfig
@@ -67,10 +65,9 @@ class DebertaLayer(nn.Module):
         self.intermediate = DebertaIntermediate(self.config)
         self.output = DenseResidualNorm(self.config, "mlp")
 
-    def __call__(self, hidden_states, pair_mask, rel_embeddings, rel_index, query_states=None,
+    def __call__(self, hidden_states, attention_mask, rel_embeddings, query_states=None,
                  deterministic: bool = True):
-        attended, probs = self.attention(hidden_states, pair_mask, rel_embeddings, rel_index, query_states,
-                                         deterministic)
+        attended, probs = self.attention(hidden_states, attention_mask, rel_embeddings, query_states, deterministic)
         out = self.output(self.intermediate(attended), attended, deterministic=deterministic)
         return out, probs
 
@@ -108,7 +105,7 @@ class DebertaEncoder(nn.Module):
         cfg = self.config
         block = DebertaLayer
         if cfg.remat:
-            block = nn.remat(DebertaLayer, static_argnums=(6,))
+            block = nn.remat(DebertaLayer, static_argnums=(5,))
         self.layer = [block(cfg, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
         if cfg.relative_attention:
             self.rel_embeddings = embed(cfg, 2 * cfg.relative_span, cfg.hidden_size, ("rel", "embed"))
@@ -117,31 +114,29 @@ class DebertaEncoder(nn.Module):
         if cfg.conv_kernel_size > 0:
             self.conv = ConvLayer(cfg)
 
-    def relative_inputs(self, seq_len: int):
-        """The (LayerNorm'd) relative table [R, hidden] and the pair -> row index [N, N], or (None, None)."""
+    def relative_table(self):
+        """The (LayerNorm'd) relative embedding table [R, hidden] every layer reads, or None."""
         cfg = self.config
         if not cfg.relative_attention:
-            return None, None
+            return None
         table = self.rel_embeddings.embedding[: 2 * cfg.relative_span].astype(cfg.compute_dtype)
         if cfg.norm_rel_embeddings:
             table = self.LayerNorm(table)
-        bucket = cfg.position_buckets if not cfg.is_v1 else -1
-        index = relative_embedding_index(seq_len, seq_len, cfg.relative_span, bucket, cfg.max_relative)
-        return table, jnp.asarray(index)
+        return table
 
-    def __call__(self, embedding_output, pair_mask, token_mask, deterministic: bool = True):
+    def __call__(self, embedding_output, attention_mask, token_mask, deterministic: bool = True):
         """
         Args:
-          embedding_output: [B, N, hidden]; pair_mask: bool [B, 1, N, N]; token_mask: [B, N].
+          embedding_output: [B, N, hidden]; attention_mask: [B, N] or [B, N, N]; token_mask: [B, N].
         Returns:
           (all hidden states: a tuple of num_hidden_layers + 1 arrays [B, N, hidden], the embeddings first;
            attention probabilities: a tuple of fp32 [B, H, N, N], one per layer).
         """
-        rel_embeddings, rel_index = self.relative_inputs(embedding_output.shape[1])
+        rel_embeddings = self.relative_table()
         hidden = embedding_output
         all_hidden, all_probs = [hidden], []
         for i, layer in enumerate(self.layer):
-            hidden, probs = layer(hidden, pair_mask, rel_embeddings, rel_index, None, deterministic)
+            hidden, probs = layer(hidden, attention_mask, rel_embeddings, None, deterministic)
             if i == 0 and self.config.conv_kernel_size > 0:
                 hidden = self.conv(embedding_output, hidden, token_mask, deterministic=deterministic)
             all_hidden.append(hidden)

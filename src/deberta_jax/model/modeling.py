@@ -13,6 +13,7 @@ import flax.struct
 import jax.numpy as jnp
 
 from deberta_jax.config import DebertaConfig
+from deberta_jax.model.attention import FUSED_ATTENTION
 from deberta_jax.model.embeddings import DebertaEmbeddings
 from deberta_jax.model.encoder import DebertaEncoder
 from deberta_jax.model.heads import ContextPooler, LegacyMLMHead, MLMPredictions
@@ -69,10 +70,13 @@ class DebertaModel(nn.Module):
             attention_mask = jnp.ones(shape, jnp.int32)
         if attention_mask.shape[:2] != tuple(shape) or attention_mask.shape[-1] != shape[1]:
             raise ValueError(f"attention_mask shape {attention_mask.shape} does not fit inputs of shape {tuple(shape)}")
-        pair_mask, token_mask = expand_mask(attention_mask)
+        if output_attentions and self.config.attention_impl in FUSED_ATTENTION:
+            raise ValueError(f"output_attentions=True needs the probabilities, which attention_impl="
+                             f"{self.config.attention_impl!r} never materialises; use 'reference' or 'skew'")
+        _, token_mask = expand_mask(attention_mask)
         embedded = self.embeddings(input_ids, token_mask, token_type_ids, position_ids, inputs_embeds,
                                    deterministic=deterministic, perturbation=embedding_perturbation)
-        hidden, probs = self.encoder(embedded, pair_mask, token_mask, deterministic=deterministic)
+        hidden, probs = self.encoder(embedded, attention_mask, token_mask, deterministic=deterministic)
         return DebertaOutput(
             last_hidden_state=hidden[-1],
             hidden_states=hidden if output_hidden_states else None,

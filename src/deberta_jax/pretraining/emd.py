@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from deberta_jax.model.layers import embed, expand_mask
+from deberta_jax.model.layers import embed
 from deberta_jax.model.modeling import DebertaForMaskedLM
 
 
@@ -44,16 +44,15 @@ class DebertaForMLMPretraining(DebertaForMaskedLM):
         if seq_len > self.config.max_position_embeddings:
             raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings="
                              f"{self.config.max_position_embeddings} of the EMD position table")
-        pair_mask, _ = expand_mask(attention_mask)
         encoder = self.deberta.encoder
-        rel_embeddings, rel_index = encoder.relative_inputs(seq_len)
+        rel_embeddings = encoder.relative_table()
         positions = self.emd_position_embeddings(jnp.arange(seq_len))[None].astype(last_layer_input.dtype)
         query = last_layer_input + positions
         if self.emd_position_only_for_unchanged and unchanged is not None:
             query = jnp.where(unchanged[..., None], positions, query)
         last_layer = encoder.layer[-1]
         for _ in range(self.emd_steps):
-            query, _ = last_layer(last_layer_input, pair_mask, rel_embeddings, rel_index, query, deterministic)
+            query, _ = last_layer(last_layer_input, attention_mask, rel_embeddings, query, deterministic)
         return query
 
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
