@@ -21,10 +21,9 @@ TINY_V3 = DebertaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_
                         share_att_key=True, pos_att_type=("p2c", "c2p"), position_biased_input=False)
 
 
-def _emd_model_with_reference_weights(family):
+def _emd_model_with_reference_weights(family, **config_overrides):
     hf_model = random_hf_model(family, "masked_lm")
-    from deberta_jax.config import DebertaConfig as C
-    config = C.from_hf_dict(hf_model.config.to_dict())
+    config = DebertaConfig.from_hf_dict(hf_model.config.to_dict(), **config_overrides)
     model = DebertaForMLMPretraining(config, emd_steps=2)
     state = {k: v.detach().numpy() for k, v in hf_model.state_dict().items()}
     params, report = state_dict_to_params(state, model)
@@ -34,10 +33,12 @@ def _emd_model_with_reference_weights(family):
     return hf_model, model, params
 
 
-def test_emd_matches_reference_layer_applied_twice():
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_emd_matches_reference_layer_applied_twice(scan_layers):
     """Keys/values = input of the last layer, query = that input + absolute positions, the last layer twice:
-    computed with transformers' own layer (its `query_states` path) and its MLM head."""
-    hf_model, model, params = _emd_model_with_reference_weights("v3")
+    computed with transformers' own layer (its `query_states` path) and its MLM head. With scan_layers the last
+    layer's parameters live stacked inside the scan and are sliced out for the decoder."""
+    hf_model, model, params = _emd_model_with_reference_weights("v3", scan_layers=scan_layers)
     ids, mask, _ = padded_batch(99, 2, 12)
     positions = np.array([[1, 3, 5], [2, 4, 6]])
     out = model.apply({"params": params}, jnp.asarray(ids), jnp.asarray(mask), masked_positions=jnp.asarray(positions),

@@ -171,6 +171,8 @@ class DebertaConfig:
         for name in ("attention_block_q", "attention_block_k"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 fail(name, "must be a positive integer")
+        if self.scan_layers and self.conv_kernel_size > 0 and self.num_hidden_layers < 2:
+            fail("scan_layers", "with a conv branch layer_0 runs outside the scan, which then needs >= 2 layers")
         if self.talking_head and self.attention_impl in ("chunked", "pallas"):
             fail("attention_impl", "fused attention cannot mix heads between softmax and value (talking_head=True); "
                  "use 'reference' or 'skew'")

@@ -20,6 +20,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from deberta_jax.config import DebertaConfig
 from deberta_jax.conversion import safetensors_io
+from deberta_jax.conversion.layer_stacking import stack_layers, unstack_layers
 from deberta_jax.model.modeling import abstract_params, build_model, head_of, hf_architecture, init_params
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,8 @@ def hf_shape(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def params_to_state_dict(params, head: str | None) -> dict[str, np.ndarray]:
-    """deberta-jax params -> HF state dict (NumPy arrays in torch layout)."""
-    params = nn.meta.unbox(params)
+    """deberta-jax params (either layer layout) -> HF state dict (NumPy arrays in torch layout)."""
+    params = unstack_layers(nn.meta.unbox(params))
     return {hf_key(path): np.asarray(swap_layout(path, np.asarray(jax.device_get(v))))
             for path, v in flatten_dict(params).items()}
 
@@ -86,10 +87,15 @@ def state_dict_to_params(state: dict[str, np.ndarray], model: nn.Module, *, igno
     """HF state dict -> params for `model`, with a LoadReport.
 
     Missing keys are filled from a fresh init (as HF does for a new head). A shape mismatch raises, naming the key
-    and both shapes, unless `ignore_mismatched_sizes` (then that tensor is re-initialised and reported).
+    and both shapes, unless `ignore_mismatched_sizes` (then that tensor is re-initialised and reported). A model
+    with `scan_layers` gets its layers stacked after the per-layer conversion.
     """
-    head = head_of(model)
     config: DebertaConfig = model.config
+    if config.scan_layers:
+        params, report = state_dict_to_params(state, model.clone(config=config.replace(scan_layers=False)),
+                                              ignore_mismatched_sizes=ignore_mismatched_sizes, seed=seed)
+        return stack_layers(params), report
+    head = head_of(model)
     state = _normalise_prefix(state, head)
     expected = flatten_dict(abstract_params(model))
     flat, missing, mismatched, used = {}, [], [], set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 
 from deberta_jax.config import DebertaConfig
 from deberta_jax.model.activations import ACTIVATIONS
@@ -96,17 +97,41 @@ class ConvLayer(nn.Module):
         return layer_norm(cfg, name="LayerNorm")(layer_output + out) * mask
 
 
+class _ScannedLayer(DebertaLayer):
+    """DebertaLayer as an `nn.scan` body: the hidden state is the carry, (hidden, probs) the per-layer outputs."""
+
+    def __call__(self, hidden_states, attention_mask, rel_embeddings, deterministic: bool = True):
+        out, probs = super().__call__(hidden_states, attention_mask, rel_embeddings, None, deterministic)
+        return out, (out, probs)
+
+
+def scanned_layer_count(config: DebertaConfig) -> int:
+    """Layers inside the scan: all of them, except layer_0 when the conv branch must run right after it."""
+    return config.num_hidden_layers - (1 if config.conv_kernel_size > 0 else 0)
+
+
 class DebertaEncoder(nn.Module):
-    """HF's `encoder`: layer_{i}, rel_embeddings, LayerNorm (of the relative embeddings) and conv."""
+    """HF's `encoder`: layer_{i}, rel_embeddings, LayerNorm (of the relative embeddings) and conv.
+
+    With `scan_layers`, the layers run as one `nn.scan` whose parameters are stacked on a leading "layers" axis
+    under `layers` (layer_0 stays apart when there is a conv branch), so compile time does not grow with depth.
+    `conversion.layer_stacking` converts between the two layouts.
+    """
 
     config: DebertaConfig
 
     def setup(self):
         cfg = self.config
-        block = DebertaLayer
-        if cfg.remat:
-            block = nn.remat(DebertaLayer, static_argnums=(5,))
-        self.layer = [block(cfg, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
+        block = nn.remat(DebertaLayer, static_argnums=(5,)) if cfg.remat else DebertaLayer
+        if cfg.scan_layers:
+            body = nn.remat(_ScannedLayer, static_argnums=(4,), prevent_cse=False) if cfg.remat else _ScannedLayer
+            scan = nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                           in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=scanned_layer_count(cfg),
+                           metadata_params={nn.PARTITION_NAME: "layers"})
+            self.layers = scan(cfg)
+            self.layer = [block(cfg, name="layer_0")] if cfg.conv_kernel_size > 0 else []
+        else:
+            self.layer = [block(cfg, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
         if cfg.relative_attention:
             self.rel_embeddings = embed(cfg, 2 * cfg.relative_span, cfg.hidden_size, ("rel", "embed"))
             if cfg.norm_rel_embeddings:
@@ -124,13 +149,28 @@ class DebertaEncoder(nn.Module):
             table = self.LayerNorm(table)
         return table
 
+    def last_layer(self, hidden_states, attention_mask, rel_embeddings, query_states, deterministic: bool = True):
+        """Re-runs the last layer with its own parameters (the enhanced mask decoder's step), in either layout.
+
+        Returns [B, N, hidden].
+        """
+        if not self.config.scan_layers:
+            return self.layer[-1](hidden_states, attention_mask, rel_embeddings, query_states, deterministic)[0]
+        # The scanned parameters exist only stacked; slice out the last layer's and apply a plain layer to them.
+        params = jax.tree_util.tree_map(lambda x: x[-1], self.variables["params"]["layers"])
+        rngs = None if deterministic else {"dropout": self.make_rng("dropout")}
+        layer = DebertaLayer(self.config, parent=None)
+        out, _ = layer.apply({"params": params}, hidden_states, attention_mask, rel_embeddings, query_states,
+                             deterministic, rngs=rngs)
+        return out
+
     def __call__(self, embedding_output, attention_mask, token_mask, deterministic: bool = True):
         """
         Args:
           embedding_output: [B, N, hidden]; attention_mask: [B, N] or [B, N, N]; token_mask: [B, N].
         Returns:
           (all hidden states: a tuple of num_hidden_layers + 1 arrays [B, N, hidden], the embeddings first;
-           attention probabilities: a tuple of fp32 [B, H, N, N], one per layer).
+           attention probabilities: a tuple of fp32 [B, H, N, N] (None from fused attention), one per layer).
         """
         rel_embeddings = self.relative_table()
         hidden = embedding_output
@@ -141,4 +181,10 @@ class DebertaEncoder(nn.Module):
                 hidden = self.conv(embedding_output, hidden, token_mask, deterministic=deterministic)
             all_hidden.append(hidden)
             all_probs.append(probs)
+        if self.config.scan_layers:
+            hidden, (stacked_hidden, stacked_probs) = self.layers(hidden, attention_mask, rel_embeddings,
+                                                                  deterministic)
+            count = scanned_layer_count(self.config)
+            all_hidden.extend(stacked_hidden[i] for i in range(count))
+            all_probs.extend(None if stacked_probs is None else stacked_probs[i] for i in range(count))
         return tuple(all_hidden), tuple(all_probs)

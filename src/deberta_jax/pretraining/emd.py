@@ -50,9 +50,8 @@ class DebertaForMLMPretraining(DebertaForMaskedLM):
         query = last_layer_input + positions
         if self.emd_position_only_for_unchanged and unchanged is not None:
             query = jnp.where(unchanged[..., None], positions, query)
-        last_layer = encoder.layer[-1]
         for _ in range(self.emd_steps):
-            query, _ = last_layer(last_layer_input, attention_mask, rel_embeddings, query, deterministic)
+            query = encoder.last_layer(last_layer_input, attention_mask, rel_embeddings, query, deterministic)
         return query
 
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,

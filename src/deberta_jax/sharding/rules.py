@@ -29,6 +29,7 @@ DEFAULT_RULES: LogicalRules = (
     ("heads_out", None),
     ("conv_width", None),
     ("conv_in", None),
+    ("layers", None),  # the stacked axis of scan_layers: every device holds its shard of every layer
 )
 
 

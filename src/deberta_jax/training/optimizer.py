@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import optax
+
+from deberta_jax.conversion.layer_stacking import is_stacked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,15 +46,19 @@ def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
 
 
 def decay_mask(params):
-    """True for matrices (kernels, embeddings); False for biases and LayerNorm scales (1-D)."""
-    return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+    """True for matrices (kernels, embeddings); False for biases and LayerNorm scales (1-D per layer: the stacked
+    layer axis of scan_layers does not count)."""
+    return jax.tree_util.tree_map_with_path(lambda path, p: p.ndim - is_stacked(path) > 1, params)
 
 
 def layer_decay_factors(params, num_layers: int, decay: float):
     """Learning-rate multipliers per parameter: encoder layer i -> decay**(num_layers - i); embeddings, relative
     embeddings and the conv branch -> decay**(num_layers + 1); heads -> 1."""
-    def factor(path, _):
+    def factor(path, leaf):
         names = [getattr(k, "key", str(k)) for k in path]
+        if is_stacked(path):  # scanned layers: one factor per slice of the leading layer axis, broadcast over the rest
+            depth = jnp.arange(num_layers - leaf.shape[0], num_layers)
+            return (decay ** (num_layers - depth)).reshape((-1,) + (1,) * (leaf.ndim - 1))
         for name in names:
             if name.startswith("layer_") and name[6:].isdigit():
                 return decay ** (num_layers - int(name[6:]))

@@ -1,7 +1,8 @@
-"""Every attention implementation against `transformers`, side by side on the same weights.
+"""Every way of computing the same network against `transformers`, side by side on the same weights.
 
-The dense "reference" path is covered stage by stage in model_vs_reference_test.py; here the gather-free skew and
-the fused kernels are held to the same reference model, outputs and gradients, over the config families.
+The default path (dense attention with a gather, a Python loop over layers) is covered stage by stage in
+model_vs_reference_test.py; here the gather-free skew, the fused kernels and the scanned layer stack are held to
+the same reference model, outputs and gradients, over the config families.
 """
 
 import jax
@@ -14,17 +15,22 @@ from deberta_jax.conversion.hf_checkpoint import params_to_state_dict
 from reference import FAMILIES, jax_twin, padded_batch, random_hf_model, to_torch
 
 ATOL = 1e-5
-IMPLS = ("skew",)
+VARIANTS = {
+    "skew": dict(attention_impl="skew"),
+    "scan_layers": dict(scan_layers=True),
+    "scan_layers_remat_skew": dict(scan_layers=True, remat=True, attention_impl="skew"),
+}
+FUSED = ()
 # Fused attention mixes no heads after the softmax, so v1's talking heads are out of its reach by design.
-FAMILY_GRID = [(impl, family) for impl in IMPLS for family in sorted(FAMILIES)
-               if not (impl != "skew" and family == "v1_talking_head")]
+FAMILY_GRID = [(variant, family) for variant in VARIANTS for family in sorted(FAMILIES)
+               if not (variant in FUSED and family == "v1_talking_head")]
 
 
 @pytest.mark.parametrize("seq", [6, 40], ids=["inside_buckets", "beyond_buckets"])
-@pytest.mark.parametrize("impl,family", FAMILY_GRID)
-def test_backbone_matches_reference(impl, family, seq):
+@pytest.mark.parametrize("variant,family", FAMILY_GRID)
+def test_backbone_matches_reference(variant, family, seq):
     hf_model = random_hf_model(family)
-    model, params = jax_twin(hf_model, attention_impl=impl, attention_block_q=16, attention_block_k=16)
+    model, params = jax_twin(hf_model, **VARIANTS[variant], attention_block_q=16, attention_block_k=16)
     cfg = hf_model.config
     ids, mask, types = padded_batch(cfg.vocab_size, 3, seq, type_vocab=cfg.type_vocab_size)
     tids, tmask, ttypes = to_torch(ids, mask, types)
@@ -36,12 +42,12 @@ def test_backbone_matches_reference(impl, family, seq):
         np.testing.assert_allclose(np.asarray(mine), theirs.numpy(), rtol=0, atol=ATOL, err_msg=f"stage {stage}")
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("family,head", [("v1", "masked_lm"), ("v3", "sequence_classification"),
                                          ("v2_conv_no_share", "masked_lm"), ("v3_p2c_only", "masked_lm")])
-def test_gradients_match_reference(impl, family, head):
-    hf_model = random_hf_model(family, head, attention_probs_dropout_prob=0.0)
-    model, params = jax_twin(hf_model, head, attention_impl=impl, attention_block_q=8, attention_block_k=8)
+def test_gradients_match_reference(variant, family, head):
+    hf_model = random_hf_model(family, head)
+    model, params = jax_twin(hf_model, head, **VARIANTS[variant], attention_block_q=8, attention_block_k=8)
     cfg = hf_model.config
     ids, mask, types = padded_batch(cfg.vocab_size, 3, 19, type_vocab=cfg.type_vocab_size)
     probe_shape = (3, cfg.num_labels) if head == "sequence_classification" else (3, 19, cfg.vocab_size)
