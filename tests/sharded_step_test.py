@@ -1,11 +1,15 @@
 """One train step on an 8-device (data 2 x fsdp 2 x tensor 2) fake CPU mesh equals the single-device step."""
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent("""
+    import json, sys
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import PartitionSpec as P
     from deberta_jax.config import DebertaConfig
@@ -19,7 +23,8 @@ SCRIPT = textwrap.dedent("""
     config = DebertaConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                            intermediate_size=64, max_position_embeddings=64, relative_attention=True,
                            position_buckets=8, max_relative_positions=64, norm_rel_ebd="layer_norm",
-                           share_att_key=True, pos_att_type=("p2c", "c2p"), position_biased_input=False)
+                           share_att_key=True, pos_att_type=("p2c", "c2p"), position_biased_input=False,
+                           **json.loads(sys.argv[1]))
     model = ReplacedTokenDetection(generator_config(config), config, "gdes")
     opt_cfg = OptimizerConfig(learning_rate=1e-3, warmup_steps=0, total_steps=10)
     optimizer = make_optimizer(opt_cfg)
@@ -49,18 +54,26 @@ SCRIPT = textwrap.dedent("""
     assert abs(float(m1["loss"]) - float(m8["loss"])) <= 1e-5
     table = live["generator"]["deberta"]["embeddings"]["word_embeddings"]["embedding"]
     assert table.sharding.spec == P("tensor", "fsdp"), table.sharding.spec
-    query = live["discriminator"]["encoder"]["layer_0"]["attention"]["self"]["query_proj"]["kernel"]
-    assert query.sharding.spec == P("fsdp", "tensor"), query.sharding.spec
-    ffn = live["discriminator"]["encoder"]["layer_1"]["output"]["dense"]["kernel"]
-    assert ffn.sharding.spec == P("tensor", "fsdp"), ffn.sharding.spec
+    encoder = live["discriminator"]["encoder"]
+    if config.scan_layers:  # stacked layers: the leading layer axis stays whole on every device
+        query, ffn, lead = encoder["layers"]["attention"]["self"]["query_proj"]["kernel"], \
+            encoder["layers"]["output"]["dense"]["kernel"], (None,)
+    else:
+        query, ffn, lead = encoder["layer_0"]["attention"]["self"]["query_proj"]["kernel"], \
+            encoder["layer_1"]["output"]["dense"]["kernel"], ()
+    assert query.sharding.spec == P(*lead, "fsdp", "tensor"), query.sharding.spec
+    assert ffn.sharding.spec == P(*lead, "tensor", "fsdp"), ffn.sharding.spec
     shard = table.addressable_shards[0].data
     assert shard.shape == (64, 16), shard.shape    # really split, not replicated
     print("OK")
 """)
 
 
-def test_sharded_step_equals_single_device_step():
+@pytest.mark.parametrize("overrides", [{}, {"scan_layers": True, "attention_impl": "skew"}],
+                         ids=["per_layer_reference", "scanned_skew"])
+def test_sharded_step_equals_single_device_step(overrides):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(overrides)], env=env, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "OK" in result.stdout
