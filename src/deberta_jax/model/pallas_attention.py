@@ -1,0 +1,569 @@
+"""Fused (flash-style) disentangled attention as Pallas kernels: forward, dQ and dK/dV, never holding [B, H, Q, K].
+
+Shapes: B batch, Q query length, K key length, H heads, D head_dim; bq / bk the query / key tile sizes;
+Qp / Kp the lengths padded up to whole tiles; nq = Qp / bq and nk = Kp / bk tiles; C = `_CHUNK`.
+
+Position terms per tile. For query tile [i0, i0 + bq) and key tile [j0, j0 + bk) the offsets i - j take
+bq + bk - 1 consecutive values, so each position term of the tile reads one window of consecutive table rows:
+
+  c2p: window rows c0 + w, c0 = Qp - bq - i0 + j0 (descending table); X = Q_tile · window^T is [bq, bq + bk] and
+       c2p[a, b] = X[a, b + bq - 1 - a].
+  p2c: window rows c0 + w, c0 = Kp - bk + i0 - j0 (ascending table); Z = window · K_tile^T is [bq + bk, bk] and
+       p2c[a, b] = Z[a + bk - 1 - b, b].
+
+Triton can neither slice nor gather a register tensor, so the window is cut into chunks of C rows (matmuls
+[bq, D] x [D, C] and [C, D] x [D, bk]), and each chunk is put in place by a one-hot select: an iota comparison
+over a [bq, bk, C] cube, summed over the chunk axis (exact: one non-zero term per score). The backward applies the
+same selects transposed (sum over the other axis) to scatter dScores back onto window rows, again without
+gather or scatter. The select costs bq * bk * (bq + bk) compare-adds per tile per term on the vector units next to
+the tensor-core matmuls and needs registers for the cube, so small tiles suit it: compiled by Triton for sm_90,
+16 x 16 tiles use no register spills, 32 x 32 spill a little, 64 x 64 spill kilobytes.
+
+Table gradients. The dQ kernel (one program per (head, query tile), looping over batch rows and, inside, over key
+tiles) owns a strip of the c2p table gradient: consecutive key tiles' windows start bk rows apart, so each chunk
+is finished once per batch row (added to the previous rows' sum) and the overlap (bq rows) is carried in
+registers to the next tile. Likewise the dK/dV kernel owns p2c strips per (head, key tile). Looping over the batch
+inside keeps the strips at [H, tiles, strip_rows, D] rather than B times that. They are folded into the
+[Q + K - 1, H, D] gradient outside the kernels by summing shifted (padded) copies: no atomics, no scatter.
+
+Residuals: the row maximum m and log of the row sum l are saved separately rather than as m + log l, because a
+fully masked row has m = finfo.min, where adding log l would round away and give probabilities 1 instead of 1/K.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
+
+from deberta_jax.model.counter_dropout import keep_mask
+
+_F32 = jnp.float32
+_MASKED = float(jnp.finfo(_F32).min)
+# Rows per table chunk: the smallest matmul side Triton's tensor-core dot accepts; it bounds the one-hot cube.
+_CHUNK = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Static sizes and options shared by the kernels."""
+
+    batch: int
+    heads: int
+    head_dim: int
+    query_len: int
+    key_len: int
+    block_q: int
+    block_k: int
+    scale: float
+    rate: float
+    has_c2p: bool
+    has_p2c: bool
+    interpret: bool
+    # Set for the Triton lowering, whose threads need an explicit barrier to see each other's global writes.
+    on_triton: bool = False
+
+    @property
+    def q_tiles(self) -> int:
+        return -(-self.query_len // self.block_q)
+
+    @property
+    def k_tiles(self) -> int:
+        return -(-self.key_len // self.block_k)
+
+    @property
+    def q_pad(self) -> int:
+        return self.q_tiles * self.block_q
+
+    @property
+    def k_pad(self) -> int:
+        return self.k_tiles * self.block_k
+
+    @property
+    def window_chunks(self) -> int:
+        """Chunks per tile window: bq + bk rows cover the bq + bk - 1 offsets."""
+        return (self.block_q + self.block_k) // _CHUNK
+
+    @property
+    def table_rows(self) -> int:
+        """Padded table length: every window of every tile lies inside it."""
+        return self.q_pad + self.k_pad
+
+
+def _dot(a, b, contract=(1, 0)):
+    """a @ b contracting a's axis contract[0] with b's axis contract[1], fp32 accumulation."""
+    return lax.dot_general(a, b, (((contract[0],), (contract[1],)), ((), ())), preferred_element_type=_F32)
+
+
+def _c2p_select(p: _Plan, chunk: int) -> jnp.ndarray:
+    """bool [bq, bk, C]: score (a, b) reads column u of c2p window chunk `chunk`."""
+    a = jnp.arange(p.block_q)[:, None, None]
+    b = jnp.arange(p.block_k)[None, :, None]
+    u = jnp.arange(_CHUNK)[None, None, :]
+    return u + chunk * _CHUNK == b + (p.block_q - 1) - a
+
+
+def _p2c_select(p: _Plan, chunk: int) -> jnp.ndarray:
+    """bool [bq, C, bk]: score (a, b) reads row u of p2c window chunk `chunk`."""
+    a = jnp.arange(p.block_q)[:, None, None]
+    u = jnp.arange(_CHUNK)[None, :, None]
+    b = jnp.arange(p.block_k)[None, None, :]
+    return u + chunk * _CHUNK == a + (p.block_k - 1) - b
+
+
+def _load_window(p: _Plan, table_ref, start) -> list[jnp.ndarray]:
+    """The tile's table window, rows [start, start + bq + bk), as a list of [C, D] chunks."""
+    return [table_ref[pl.ds(start + t * _CHUNK, _CHUNK), :] for t in range(p.window_chunks)]
+
+
+def _tile_scores(p: _Plan, q, k, c2p_window, p2c_window):
+    """Scaled scores [bq, bk] in fp32: (Q·K + c2p + p2c) / scale, from tiles q [bq, D], k [bk, D]."""
+    s = _dot(q, k, (1, 1))
+    for t, chunk in enumerate(c2p_window):
+        x = _dot(q, chunk, (1, 1))  # [bq, C]
+        s = s + jnp.sum(jnp.where(_c2p_select(p, t), x[:, None, :], 0.0), axis=2)
+    for t, chunk in enumerate(p2c_window):
+        z = _dot(chunk, k, (1, 1))  # [C, bk]
+        s = s + jnp.sum(jnp.where(_p2c_select(p, t), z[None, :, :], 0.0), axis=1)
+    return s / p.scale
+
+
+def _tile(p: _Plan, c2p_ref, p2c_ref, q, k, query_mask, key_mask, i0, j0):
+    """Everything a kernel needs about tile (i0, j0) before the softmax.
+
+    Args:
+      q: [bq, D]; k: [bk, D]; query_mask: bool [bq]; key_mask: bool [bk]; i0, j0: the tile's first row / key.
+    Returns:
+      scores fp32 [bq, bk] with masked pairs at finfo.min; pair bool [bq, bk] (both unmasked); real bool
+      [1, bk] (key inside the unpadded length); the c2p and p2c windows (lists of [C, D], empty if unused).
+    """
+    c2p = [] if c2p_ref is None else _load_window(p, c2p_ref, p.q_pad - p.block_q - i0 + j0)
+    p2c = [] if p2c_ref is None else _load_window(p, p2c_ref, p.k_pad - p.block_k + i0 - j0)
+    pair = query_mask[:, None] & key_mask[None, :]
+    real = (j0 + jnp.arange(p.block_k))[None, :] < p.key_len
+    scores = jnp.where(pair, _tile_scores(p, q, k, c2p, p2c), _MASKED)
+    return scores, pair, real, c2p, p2c
+
+
+def _dropout_bits(p: _Plan, seed_ref, head):
+    """keep(batch, i0, j0) -> dropout keep bits [bq, bk] of tile (i0, j0), or None without dropout.
+
+    The bits are `keep_mask` itself at global coordinates, so bit-identical to the dense mask. `head` is a program
+    id read at the kernel's top level: the Pallas interpreter does not substitute program ids inside loops.
+    """
+    def keep(batch, i0, j0):
+        if seed_ref is None:
+            return None
+        rows = i0 + jnp.arange(p.block_q)[:, None]
+        cols = j0 + jnp.arange(p.block_k)[None, :]
+        return keep_mask(seed_ref[0], batch, head, rows, cols, p.heads, p.key_len, p.rate)
+
+    return keep
+
+
+def _dropped(p: _Plan, weights, keep):
+    """weights * keep / (1 - rate), or weights without dropout."""
+    return weights if keep is None else jnp.where(keep, weights / (1.0 - p.rate), 0.0)
+
+
+def _write_chunks(strip_ref, first_chunk, chunks, accumulate):
+    """strip[chunk first_chunk + t] = chunks[t], plus what is there when `accumulate` (a traced bool).
+
+    Only this program touches its strip, so the read-modify-write needs no atomics; `_sync_batch_rows` orders it
+    across threads. Before the first batch row the memory is uninitialised, hence `where` rather than a multiply.
+    """
+    for t, chunk in enumerate(chunks):
+        rows = pl.ds((first_chunk + t) * _CHUNK, _CHUNK)
+        strip_ref[rows, :] = chunk + jnp.where(accumulate, strip_ref[rows, :], 0.0)
+
+
+def _sync_batch_rows(p: _Plan):
+    """Called before each batch row's pass: makes the previous row's strip writes visible to every thread.
+
+    Triton may give a chunk's load and store different thread layouts, so a thread can re-read a value another
+    thread wrote; a CTA barrier (once per batch row) orders those. The interpreter and other backends run a
+    program's body in order and need none.
+    """
+    if p.on_triton:
+        pltriton.debug_barrier()
+
+
+def _emit_chunks(strip_ref, first_chunk, contributions, carry, step, accumulate):
+    """Adds the carried overlap to this tile's window gradient, writes the `step` chunks no later tile touches.
+
+    contributions: window_chunks arrays [C, D]; carry: the previous tile's chunks beyond its own step.
+    Returns the new carry (the rest of this window, which the next tile's window overlaps).
+    """
+    totals = [c + carry[t] if t < len(carry) else c for t, c in enumerate(contributions)]
+    _write_chunks(strip_ref, first_chunk, totals[:step], accumulate)
+    return tuple(totals[step:])
+
+
+def _zero_carry(p: _Plan, step: int, used: bool):
+    """The initial overlap carry: the window's chunks beyond one loop step (none when the table is unused)."""
+    return tuple(jnp.zeros((_CHUNK, p.head_dim), _F32) for _ in range(p.window_chunks - step if used else 0))
+
+
+def _split_refs(p: _Plan, refs):
+    """Names the optional kernel operands: (c2p_ref | None, p2c_ref | None, seed_ref | None, rest)."""
+    refs = list(refs)
+    c2p_ref = refs.pop(0) if p.has_c2p else None
+    p2c_ref = refs.pop(0) if p.has_p2c else None
+    seed_ref = refs.pop(0) if p.rate > 0 else None
+    return c2p_ref, p2c_ref, seed_ref, refs
+
+
+def _forward_kernel(p: _Plan, q_ref, k_ref, v_ref, qm_ref, km_ref, *refs):
+    """One query tile: online softmax over the key tiles. Writes o [bq, D], row max m [bq], log row sum [bq]."""
+    c2p_ref, p2c_ref, seed_ref, (o_ref, m_ref, logl_ref) = _split_refs(p, refs)
+    batch = pl.program_id(0)
+    keep_bits = _dropout_bits(p, seed_ref, pl.program_id(1))
+    i0 = pl.program_id(2) * p.block_q
+    q = q_ref[...]
+    query_mask = qm_ref[...] != 0
+
+    def body(kj, carry):
+        acc, m, l = carry
+        j0 = kj * p.block_k
+        keys = pl.ds(j0, p.block_k)
+        v = v_ref[keys, :]
+        s, _, real, _, _ = _tile(p, c2p_ref, p2c_ref, q, k_ref[keys, :], query_mask, km_ref[keys] != 0, i0, j0)
+        m_new = jnp.maximum(m, jnp.max(s, axis=1))
+        correction = jnp.exp(m - m_new)
+        # Padded keys contribute nothing, not even to a fully masked row (which stays uniform over real keys).
+        e = jnp.where(real, jnp.exp(s - m_new[:, None]), 0.0)
+        l = correction * l + jnp.sum(e, axis=1)
+        e = _dropped(p, e, keep_bits(batch, i0, j0))
+        acc = correction[:, None] * acc + _dot(e.astype(v.dtype), v)
+        return acc, m_new, l
+
+    init = (jnp.zeros((p.block_q, p.head_dim), _F32), jnp.full((p.block_q,), -jnp.inf, _F32),
+            jnp.zeros((p.block_q,), _F32))
+    acc, m, l = lax.fori_loop(0, p.k_tiles, body, init)
+    o_ref[...] = (acc / l[:, None]).astype(o_ref.dtype)
+    m_ref[...] = m
+    logl_ref[...] = jnp.log(l)
+
+
+def _tile_grads(p: _Plan, s, pair, real, m, logl, do, v, delta, keep):
+    """Recomputed probabilities [bq, bk] (before dropout) and dScores w.r.t. the unscaled sum of terms [bq, bk]."""
+    probs = jnp.where(real, jnp.exp(s - m[:, None] - logl[:, None]), 0.0)
+    dp = _dropped(p, _dot(do, v, (1, 1)), keep)
+    # Masked pairs get no gradient (the score was replaced by a constant), fully masked rows included.
+    ds = jnp.where(pair, probs * (dp - delta[:, None]), 0.0) / p.scale
+    return probs, ds
+
+
+def _dq_kernel(p: _Plan, q_ref, k_ref, v_ref, qm_ref, km_ref, do_ref, m_ref, logl_ref, delta_ref, *refs):
+    """One query tile of one head, every batch row: dQ [B, bq, D] and the tile's strip of the c2p table gradient
+    [nk * bk + bq, D] summed over the batch (so strips cost H * nq rows of the table, not B * H * nq)."""
+    c2p_ref, p2c_ref, seed_ref, outs = _split_refs(p, refs)
+    dq_ref, strip_ref = outs if c2p_ref is not None else (outs[0], None)
+    keep_bits = _dropout_bits(p, seed_ref, pl.program_id(0))
+    i0 = pl.program_id(1) * p.block_q
+    step = p.block_k // _CHUNK
+
+    def batch_body(b, unused):
+        _sync_batch_rows(p)
+        q, do = q_ref[b], do_ref[b]
+        m, logl, delta = m_ref[b], logl_ref[b], delta_ref[b]
+        query_mask = qm_ref[b] != 0
+
+        def key_body(kj, carry):
+            dq, strip_carry = carry
+            j0 = kj * p.block_k
+            keys = pl.ds(j0, p.block_k)
+            k, v = k_ref[b, keys, :], v_ref[b, keys, :]
+            s, pair, real, c2p, _ = _tile(p, c2p_ref, p2c_ref, q, k, query_mask, km_ref[b, keys] != 0, i0, j0)
+            _, ds = _tile_grads(p, s, pair, real, m, logl, do, v, delta, keep_bits(b, i0, j0))
+            dq = dq + _dot(ds.astype(k.dtype), k)
+            if c2p:
+                window_grads = []
+                for t, chunk in enumerate(c2p):
+                    # The transposed select gathers each window column's scores: dX [bq, C].
+                    dx = jnp.sum(jnp.where(_c2p_select(p, t), ds[:, :, None], 0.0), axis=1).astype(q.dtype)
+                    dq = dq + _dot(dx, chunk)
+                    window_grads.append(_dot(dx, q, (0, 0)))  # [C, D]
+                strip_carry = _emit_chunks(strip_ref, kj * step, window_grads, strip_carry, step, b > 0)
+            return dq, strip_carry
+
+        init = (jnp.zeros((p.block_q, p.head_dim), _F32), _zero_carry(p, step, c2p_ref is not None))
+        dq, strip_carry = lax.fori_loop(0, p.k_tiles, key_body, init)
+        dq_ref[b] = dq.astype(dq_ref.dtype)
+        if strip_ref is not None:
+            _write_chunks(strip_ref, p.k_tiles * step, strip_carry, b > 0)
+        return unused
+
+    lax.fori_loop(0, p.batch, batch_body, 0)
+
+
+def _dkv_kernel(p: _Plan, q_ref, k_ref, v_ref, qm_ref, km_ref, do_ref, m_ref, logl_ref, delta_ref, *refs):
+    """One key tile of one head, every batch row: dK, dV [B, bk, D] and the tile's strip of the p2c table gradient
+    [nq * bq + bk, D] summed over the batch."""
+    c2p_ref, p2c_ref, seed_ref, outs = _split_refs(p, refs)
+    dk_ref, dv_ref, strip_ref = outs if p2c_ref is not None else (*outs, None)
+    keep_bits = _dropout_bits(p, seed_ref, pl.program_id(0))
+    j0 = pl.program_id(1) * p.block_k
+    step = p.block_q // _CHUNK
+
+    def batch_body(b, unused):
+        _sync_batch_rows(p)
+        k, v = k_ref[b], v_ref[b]
+        key_mask = km_ref[b] != 0
+
+        def query_body(qi, carry):
+            dk, dv, strip_carry = carry
+            i0 = qi * p.block_q
+            rows = pl.ds(i0, p.block_q)
+            q, do = q_ref[b, rows, :], do_ref[b, rows, :]
+            s, pair, real, _, p2c = _tile(p, c2p_ref, p2c_ref, q, k, qm_ref[b, rows] != 0, key_mask, i0, j0)
+            keep = keep_bits(b, i0, j0)
+            probs, ds = _tile_grads(p, s, pair, real, m_ref[b, rows], logl_ref[b, rows], do, v, delta_ref[b, rows],
+                                    keep)
+            dv = dv + _dot(_dropped(p, probs, keep).astype(do.dtype), do, (0, 0))
+            dk = dk + _dot(ds.astype(q.dtype), q, (0, 0))
+            if p2c:
+                window_grads = []
+                for t, chunk in enumerate(p2c):
+                    # The transposed select gathers each window row's scores: dZ [C, bk].
+                    dz = jnp.sum(jnp.where(_p2c_select(p, t), ds[:, None, :], 0.0), axis=0).astype(k.dtype)
+                    dk = dk + _dot(dz, chunk, (0, 0))
+                    window_grads.append(_dot(dz, k))  # [C, D]
+                strip_carry = _emit_chunks(strip_ref, qi * step, window_grads, strip_carry, step, b > 0)
+            return dk, dv, strip_carry
+
+        zeros = jnp.zeros((p.block_k, p.head_dim), _F32)
+        init = (zeros, zeros, _zero_carry(p, step, p2c_ref is not None))
+        dk, dv, strip_carry = lax.fori_loop(0, p.q_tiles, query_body, init)
+        dk_ref[b] = dk.astype(dk_ref.dtype)
+        dv_ref[b] = dv.astype(dv_ref.dtype)
+        if strip_ref is not None:
+            _write_chunks(strip_ref, p.q_tiles * step, strip_carry, b > 0)
+        return unused
+
+    lax.fori_loop(0, p.batch, batch_body, 0)
+
+
+def _specs(p: _Plan, per_batch: bool):
+    """BlockSpec builders. per_batch: grid (B, H, tiles), one batch row per block; otherwise grid (H, tiles)
+    with every batch row in the block. A tiled operand follows the grid's tile index, a full one is the whole
+    padded length."""
+    rows = None if per_batch else p.batch
+
+    def spec(block, index):  # index(b, h, t) -> block indices
+        return pl.BlockSpec(block, index if per_batch else (lambda h, t: index(0, h, t)))
+
+    def seq(length, tiled):  # [B, L, H, D]
+        return spec((rows, length, None, p.head_dim), lambda b, h, t: (b, t if tiled else 0, h, 0))
+
+    def mask(length, tiled):  # [B, L]
+        return spec((rows, length), lambda b, h, t: (b, t if tiled else 0))
+
+    def row_stat(length, tiled):  # [B, H, L]
+        return spec((rows, None, length), lambda b, h, t: (b, h, t if tiled else 0))
+
+    def optional(c2p, p2c, seed):
+        """The tables (whole padded length of one head) and the seed, each only when used, with their specs."""
+        table = spec((p.table_rows, None, p.head_dim), lambda b, h, t: (0, h, 0))
+        used = [(x, s) for x, s in ((c2p, table), (p2c, table), (seed, spec((1,), lambda b, h, t: (0,))))
+                if x is not None]
+        return [x for x, _ in used], [s for _, s in used]
+
+    return seq, mask, row_stat, optional
+
+
+def _strip_output(p: _Plan, tiles: int, rows: int):
+    """Out shape and spec of table-gradient strips [H, tiles, rows, D] in fp32, one per program of grid (H, tiles)."""
+    shape = jax.ShapeDtypeStruct((p.heads, tiles, rows, p.head_dim), _F32)
+    return shape, pl.BlockSpec((None, None, rows, p.head_dim), lambda h, t: (h, t, 0, 0))
+
+
+def _run(p: _Plan, kernel, name: str, grid, in_specs, out_specs, out_shape, operands):
+    """pallas_call through Triton on GPUs (jax would pick Mosaic GPU there) and the platform's default elsewhere.
+    The choice is made when lowering for a platform, so exporting for any platform works."""
+    def call(plan, compiler_params, *args):
+        return pl.pallas_call(functools.partial(kernel, plan), grid=grid, in_specs=in_specs, out_specs=out_specs,
+                              out_shape=out_shape, interpret=plan.interpret, name=name,
+                              compiler_params=compiler_params)(*args)
+
+    if p.interpret:
+        return call(p, None, *operands)
+    triton = functools.partial(call, dataclasses.replace(p, on_triton=True), pltriton.CompilerParams())
+    return lax.platform_dependent(*operands, cuda=triton, rocm=triton, default=functools.partial(call, p, None))
+
+
+def _forward_call(p: _Plan, q, k, v, qm, km, c2p, p2c, seed):
+    """Padded operands -> o [B, Qp, H, D] in v.dtype, row max and log row sum [B, H, Qp] fp32."""
+    seq, mask, row_stat, optional = _specs(p, per_batch=True)
+    extra, extra_specs = optional(c2p, p2c, seed)
+    in_specs = [seq(p.block_q, True), seq(p.k_pad, False), seq(p.k_pad, False), mask(p.block_q, True),
+                mask(p.k_pad, False), *extra_specs]
+    out_specs = [seq(p.block_q, True), row_stat(p.block_q, True), row_stat(p.block_q, True)]
+    stat = jax.ShapeDtypeStruct((p.batch, p.heads, p.q_pad), _F32)
+    out_shape = [jax.ShapeDtypeStruct(q.shape, v.dtype), stat, stat]
+    return _run(p, _forward_kernel, "disentangled_attention_fwd", (p.batch, p.heads, p.q_tiles), in_specs,
+                out_specs, out_shape, (q, k, v, qm, km, *extra))
+
+
+def _dq_call(p: _Plan, q, k, v, qm, km, c2p, p2c, seed, do, m, logl, delta):
+    """dQ [B, Qp, H, D] and, with c2p, the c2p gradient strips [H, nq, nk * bk + bq, D]."""
+    seq, mask, row_stat, optional = _specs(p, per_batch=False)
+    extra, extra_specs = optional(c2p, p2c, seed)
+    in_specs = [seq(p.block_q, True), seq(p.k_pad, False), seq(p.k_pad, False), mask(p.block_q, True),
+                mask(p.k_pad, False), seq(p.block_q, True), row_stat(p.block_q, True), row_stat(p.block_q, True),
+                row_stat(p.block_q, True), *extra_specs]
+    out_shape, out_specs = [jax.ShapeDtypeStruct(q.shape, q.dtype)], [seq(p.block_q, True)]
+    if p.has_c2p:
+        shape, spec = _strip_output(p, p.q_tiles, p.k_pad + p.block_q)
+        out_shape.append(shape)
+        out_specs.append(spec)
+    return _run(p, _dq_kernel, "disentangled_attention_dq", (p.heads, p.q_tiles), in_specs, out_specs, out_shape,
+                (q, k, v, qm, km, do, m, logl, delta, *extra))
+
+
+def _dkv_call(p: _Plan, q, k, v, qm, km, c2p, p2c, seed, do, m, logl, delta):
+    """dK, dV [B, Kp, H, D] and, with p2c, the p2c gradient strips [H, nk, nq * bq + bk, D]."""
+    seq, mask, row_stat, optional = _specs(p, per_batch=False)
+    extra, extra_specs = optional(c2p, p2c, seed)
+    in_specs = [seq(p.q_pad, False), seq(p.block_k, True), seq(p.block_k, True), mask(p.q_pad, False),
+                mask(p.block_k, True), seq(p.q_pad, False), row_stat(p.q_pad, False), row_stat(p.q_pad, False),
+                row_stat(p.q_pad, False), *extra_specs]
+    out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
+    out_specs = [seq(p.block_k, True), seq(p.block_k, True)]
+    if p.has_p2c:
+        shape, spec = _strip_output(p, p.k_tiles, p.q_pad + p.block_k)
+        out_shape.append(shape)
+        out_specs.append(spec)
+    return _run(p, _dkv_kernel, "disentangled_attention_dkv", (p.heads, p.k_tiles), in_specs, out_specs,
+                out_shape, (q, k, v, qm, km, do, m, logl, delta, *extra))
+
+
+def _pad_axis(x, axis: int, before: int, after: int):
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (before, after)
+    return jnp.pad(x, widths)
+
+
+def _pad_operands(p: _Plan, query, key, value, c2p, p2c, query_mask, key_mask):
+    """Pads sequences to whole tiles (masks with False) and tables to `table_rows`, keeping row <-> offset:
+    the descending c2p table gains Qp - Q rows in front, the ascending p2c table Kp - K."""
+    dq, dk = p.q_pad - p.query_len, p.k_pad - p.key_len
+    rows = p.query_len + p.key_len - 1
+    return (_pad_axis(query, 1, 0, dq), _pad_axis(key, 1, 0, dk), _pad_axis(value, 1, 0, dk),
+            _pad_axis(query_mask.astype(jnp.int32), 1, 0, dq), _pad_axis(key_mask.astype(jnp.int32), 1, 0, dk),
+            None if c2p is None else _pad_axis(c2p, 0, dq, p.table_rows - dq - rows),
+            None if p2c is None else _pad_axis(p2c, 0, dk, p.table_rows - dk - rows))
+
+
+def _fold_strips(strips, starts, rows: int):
+    """Sums per-tile strips into one table gradient.
+
+    Args:
+      strips: fp32 [H, T, L, D], strip row r of tile t being table row starts[t] + r (may fall outside
+        [0, rows), where only zeros lie: offsets that no real pair has).
+    Returns:
+      fp32 [rows, H, D].
+    """
+    length = strips.shape[2]
+    zero = jnp.zeros((), _F32)
+    total = sum(lax.pad(strips[:, t], zero, [(0, 0, 0), (s, rows - s - length, 0), (0, 0, 0)])
+                for t, s in enumerate(starts))
+    return jnp.swapaxes(total, 0, 1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _attention(p: _Plan, query, key, value, c2p, p2c, query_mask, key_mask, seed):
+    return _attention_fwd(p, query, key, value, c2p, p2c, query_mask, key_mask, seed)[0]
+
+
+def _attention_fwd(p: _Plan, query, key, value, c2p, p2c, query_mask, key_mask, seed):
+    padded = _pad_operands(p, query, key, value, c2p, p2c, query_mask, key_mask)
+    q, k, v, qm, km, c2p_pad, p2c_pad = padded
+    out, m, logl = _forward_call(p, q, k, v, qm, km, c2p_pad, p2c_pad, seed)
+    return out[:, :p.query_len], (padded, seed, out, m, logl)
+
+
+def _attention_bwd(p: _Plan, residuals, d_out):
+    (q, k, v, qm, km, c2p, p2c), seed, out, m, logl = residuals
+    do = _pad_axis(d_out, 1, 0, p.q_pad - p.query_len)
+    # delta_i = sum_j P_ij dP_ij = dO_i · O_i (dropout included, since O already holds the dropped weights).
+    delta = jnp.einsum("bqhd,bqhd->bhq", do.astype(_F32), out.astype(_F32))
+    operands = (q, k, v, qm, km, c2p, p2c, seed, do, m, logl, delta)
+    dq, *c2p_strips = _dq_call(p, *operands)
+    dk, dv, *p2c_strips = _dkv_call(p, *operands)
+    rows = p.query_len + p.key_len - 1
+    d_c2p = d_p2c = None
+    if p.has_c2p:
+        starts = [p.query_len - p.block_q * (t + 1) for t in range(p.q_tiles)]
+        d_c2p = _fold_strips(c2p_strips[0], starts, rows).astype(c2p.dtype)
+    if p.has_p2c:
+        starts = [p.key_len - p.block_k * (t + 1) for t in range(p.k_tiles)]
+        d_p2c = _fold_strips(p2c_strips[0], starts, rows).astype(p2c.dtype)
+    return (dq[:, :p.query_len], dk[:, :p.key_len], dv[:, :p.key_len], d_c2p, d_p2c, None, None, None)
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+def _is_tile_size(n: int) -> bool:
+    return n >= _CHUNK and n & (n - 1) == 0
+
+
+def pallas_attention(query, key, value, c2p_table, p2c_table, query_mask, key_mask, *, scale: float,
+                     block_q: int, block_k: int, dropout_rate: float = 0.0, dropout_seed=None,
+                     interpret: bool | None = None) -> jnp.ndarray:
+    """Disentangled attention fused into Pallas kernels, equal to the dense c2c + c2p + p2c path.
+
+    s[b, h, i, j] = (Q_i·K_j + Q_i·c2p_table[Q-1-(i-j)] + K_j·p2c_table[(i-j)+K-1]) / scale in fp32; pairs
+    outside query_mask[b, i] & key_mask[b, j] score finfo(float32).min (a fully masked row is uniform over
+    the K keys); softmax over j; optional counter-based dropout (`keep_mask` at global coordinates);
+    context = probs @ V. Differentiable w.r.t. query, key, value and both tables.
+
+    Args:
+      query: [B, Q, H, D]; key, value: [B, K, H, D] (fp32 or bf16, one dtype). D a power of two >= 16.
+      c2p_table: [Q + K - 1, H, D] relative keys in DESCENDING offset order (row c: offset i - j = Q - 1 - c),
+        or None to drop the c2p term.
+      p2c_table: [Q + K - 1, H, D] relative queries in ASCENDING offset order (row c: offset c - (K - 1)),
+        or None to drop the p2c term.
+      query_mask: bool [B, Q]; key_mask: bool [B, K].
+      scale: the score divisor.
+      block_q, block_k: tile sizes, powers of two >= 16 (Triton tensor shapes; the window chunking needs
+        multiples of 16). Lengths need not be multiples: they are padded, and padded keys are excluded.
+      dropout_rate: probability of dropping an attention weight; dropout_seed: uint32 scalar, needed if > 0.
+      interpret: run the kernels in the Pallas interpreter; None means when the default backend is CPU.
+    Returns:
+      context [B, Q, H, D] in value.dtype.
+    """
+    batch, query_len, heads, head_dim = query.shape
+    key_len = key.shape[1]
+    if key.shape != value.shape or key.shape[::2] != (batch, heads) or key.shape[3] != head_dim:
+        raise ValueError(f"query {query.shape}, key {key.shape} and value {value.shape} do not match")
+    if not query.dtype == key.dtype == value.dtype:
+        raise ValueError(f"query, key and value need one dtype; got {query.dtype}, {key.dtype}, {value.dtype}")
+    for name, size in (("block_q", block_q), ("block_k", block_k), ("head_dim", head_dim)):
+        if not _is_tile_size(size):
+            raise ValueError(f"{name} must be a power of two >= {_CHUNK}; got {size}")
+    table_shape = (query_len + key_len - 1, heads, head_dim)
+    for name, table in (("c2p_table", c2p_table), ("p2c_table", p2c_table)):
+        if table is not None and table.shape != table_shape:
+            raise ValueError(f"{name} must have shape {table_shape}; got {table.shape}")
+    if query_mask.shape != (batch, query_len) or key_mask.shape != (batch, key_len):
+        raise ValueError(f"masks must be [B, Q] and [B, K]; got {query_mask.shape} and {key_mask.shape}")
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate must be in [0, 1); got {dropout_rate}")
+    if dropout_rate > 0 and dropout_seed is None:
+        raise ValueError("dropout_rate > 0 needs a dropout_seed")
+    if interpret is None:
+        interpret = jax.default_backend() == "cpu"
+    plan = _Plan(batch=batch, heads=heads, head_dim=head_dim, query_len=query_len, key_len=key_len,
+                 block_q=block_q, block_k=block_k, scale=float(scale), rate=float(dropout_rate),
+                 has_c2p=c2p_table is not None, has_p2c=p2c_table is not None, interpret=bool(interpret))
+    # The kernels' matmuls take one operand dtype; the cast outside the custom VJP carries the gradient back.
+    cast = lambda t: None if t is None else t.astype(query.dtype)
+    seed = jnp.asarray(dropout_seed, jnp.uint32).reshape(1) if dropout_rate > 0 else None
+    return _attention(plan, query, key, value, cast(c2p_table), cast(p2c_table), query_mask, key_mask, seed)
