@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from deberta_jax.conversion.hf_checkpoint import params_to_state_dict
-from reference import FAMILIES, jax_twin, padded_batch, random_hf_model, to_torch
+from reference import FAMILIES, assert_gradients_match, jax_twin, padded_batch, random_hf_model, to_torch
 
 ATOL = 1e-5
 VARIANTS = {
@@ -59,26 +58,7 @@ GRADIENT_CASES = [("v1", "masked_lm"), ("v3", "sequence_classification"), ("v2_c
 def test_gradients_match_reference(variant, family, head):
     hf_model = random_hf_model(family, head, **REFERENCE_OVERRIDES.get(variant, {}))
     model, params = jax_twin(hf_model, head, **VARIANTS[variant], attention_block_q=16, attention_block_k=16)
-    cfg = hf_model.config
-    ids, mask, types = padded_batch(cfg.vocab_size, 3, 19, type_vocab=cfg.type_vocab_size)
-    probe_shape = (3, cfg.num_labels) if head == "sequence_classification" else (3, 19, cfg.vocab_size)
-    probe = np.random.default_rng(3).normal(size=probe_shape).astype(np.float32)
-    tids, tmask, ttypes = to_torch(ids, mask, types)
-    hf_model.zero_grad()
-    (hf_model(tids, attention_mask=tmask, token_type_ids=ttypes).logits * torch.from_numpy(probe)).sum().backward()
-    ref_grads = {n: p.grad.numpy() for n, p in hf_model.named_parameters()}
-
-    def loss(p):
-        out = model.apply({"params": p}, jnp.asarray(ids), attention_mask=jnp.asarray(mask),
-                          token_type_ids=jnp.asarray(types))
-        return jnp.sum(out.logits * probe)
-
-    grads = params_to_state_dict(jax.grad(loss)(params), head)
-    floor = 1e-3 * max(np.abs(g).max() for g in ref_grads.values())  # as in model_vs_reference_test
-    for key, mine in grads.items():
-        theirs = ref_grads[key]
-        error = np.abs(mine - theirs).max() / max(np.abs(theirs).max(), floor)
-        assert error <= 1e-4, f"{key}: relative error {error}"
+    assert_gradients_match(hf_model, model, params, head, seq=19)
 
 
 def _hlo_ops(fn, *args) -> str:

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from deberta_jax.conversion.hf_checkpoint import params_to_state_dict
 from deberta_jax.model.attention import content_to_position, position_to_content, score_scale
 from deberta_jax.model.relative_positions import relative_embedding_index
-from reference import FAMILIES, jax_twin, padded_batch, random_hf_model, to_torch
+from reference import FAMILIES, assert_gradients_match, jax_twin, padded_batch, random_hf_model, to_torch
 
 ATOL = 1e-5
 
@@ -188,31 +187,7 @@ def test_c2p_and_p2c_terms_match_reference_v1():
 def test_gradients_match(family, head):
     hf_model = random_hf_model(family, head)
     model, params = jax_twin(hf_model, head)
-    cfg = hf_model.config
-    ids, mask, types = padded_batch(cfg.vocab_size, 3, 11, type_vocab=cfg.type_vocab_size)
-    probe_shape = (3, cfg.num_labels) if head == "sequence_classification" else (
-        (3, 11, cfg.num_labels) if head == "token_classification" else (3, 11, cfg.vocab_size))
-    probe = np.random.default_rng(3).normal(size=probe_shape).astype(np.float32)
-
-    tids, tmask, ttypes = to_torch(ids, mask, types)
-    hf_model.zero_grad()
-    (hf_model(tids, attention_mask=tmask, token_type_ids=ttypes).logits * torch.from_numpy(probe)).sum().backward()
-    ref_grads = {n: p.grad.numpy() for n, p in hf_model.named_parameters()}
-
-    def loss(p):
-        out = model.apply({"params": p}, jnp.asarray(ids), attention_mask=jnp.asarray(mask),
-                          token_type_ids=jnp.asarray(types))
-        return jnp.sum(out.logits * probe)
-
-    grads = params_to_state_dict(jax.grad(loss)(params), head)
-    assert set(grads) <= set(ref_grads)
-    # Some gradients are zero analytically (e.g. key biases, which shift a whole softmax row); both sides then
-    # hold float noise, so the denominator never drops below 1e-3 of the largest gradient of the model.
-    floor = 1e-3 * max(np.abs(g).max() for g in ref_grads.values())
-    for key, mine in grads.items():
-        theirs = ref_grads[key]
-        error = np.abs(mine - theirs).max() / max(np.abs(theirs).max(), floor)
-        assert error <= 1e-4, f"{key}: relative error {error}"
+    assert_gradients_match(hf_model, model, params, head, seq=11)
 
 
 def test_three_d_mask_matches_reference_encoder():
