@@ -1,12 +1,13 @@
 # Two entry points on a fresh machine: `make demo` (the main job) and `make test`; `make parity` checks a
-# converted checkpoint against PyTorch.
+# converted checkpoint against PyTorch, `make notebooks` re-executes notebooks/ and saves their outputs, and
+# `make bench` times deberta-jax against transformers and keras-hub (experiments/bench/README.md).
 # Both create .venv from the pinned requirements on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo parity test clean
+.PHONY: demo parity notebooks bench test clean
 
 $(STAMP): requirements.txt requirements-test.txt setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ demo: $(STAMP)
 
 parity: $(STAMP)
 	$(BIN)/python experiments/parity/run_parity_demo.py
+
+notebooks: $(STAMP)
+	$(BIN)/python notebooks/execute_all.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=10 tests
