@@ -96,3 +96,18 @@ def test_cli_pretrain_and_recipes(corpus, tokenizer_dir, tmp_path, capsys):
         load_pretrain_config("tiny_cpu", ["sharing=shared"])
     with pytest.raises(ValueError, match="key=value"):
         load_pretrain_config("tiny_cpu", ["no_such_key=1"])
+
+
+@pytest.mark.parametrize("env,joins", [({}, False), ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, True),
+                                       ({"JAX_NUM_PROCESSES": "4"}, True), ({"DEBERTA_JAX_DISTRIBUTED": "1"}, True)])
+def test_joins_a_multi_process_run_only_when_launched_as_one(monkeypatch, env, joins):
+    from deberta_jax.pretraining import train as pretrain_module
+
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "DEBERTA_JAX_DISTRIBUTED"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    calls = []
+    monkeypatch.setattr(pretrain_module.jax.distributed, "initialize", lambda: calls.append(True))
+    pretrain_module.maybe_initialize_distributed()
+    assert calls == ([True] if joins else [])

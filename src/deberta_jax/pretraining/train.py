@@ -39,11 +39,13 @@ log = logging.getLogger(__name__)
 
 
 def maybe_initialize_distributed() -> None:
-    """Joins a multi-process run when the launcher says there is one (JAX_COORDINATOR_ADDRESS, or a cluster that
-    jax.distributed detects by itself such as SLURM or a TPU pod); a single process needs nothing."""
+    """Joins a multi-process run when the launcher says there is one: JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES
+    set by hand, or DEBERTA_JAX_DISTRIBUTED=1 on a cluster that `jax.distributed` detects by itself (a TPU pod
+    slice, SLURM). A single process needs nothing."""
     if jax.process_count() > 1:
         return
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1:
+    if (os.environ.get("JAX_COORDINATOR_ADDRESS") or int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1
+            or os.environ.get("DEBERTA_JAX_DISTRIBUTED") == "1"):
         jax.distributed.initialize()
 
 
