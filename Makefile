@@ -25,6 +25,11 @@ parity: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/python notebooks/execute_all.py
 
+bench: $(STAMP)
+	$(BIN)/pip install -q --no-deps -r requirements-bench.txt
+	$(BIN)/python experiments/bench/run_bench.py --models deberta-v3-xsmall --seq-lens 128 --batch 8 \
+		--workloads forward,train --impls reference,skew,chunked --reps 5
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=10 tests
 

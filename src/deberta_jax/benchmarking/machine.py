@@ -1,0 +1,91 @@
+"""What machine and software a result was measured on, and the file-name tag of the machine kind."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import re
+
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "transformers", "keras", "keras-hub", "matplotlib")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def memory_total_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def versions() -> dict[str, str | None]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_info() -> dict:
+    import jax
+
+    devices = jax.devices()
+    info = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_total_bytes": memory_total_bytes(),
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [f"{d.platform}:{d.device_kind}" for d in devices],
+        "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+        "load_average_at_start": load_average(),
+        "versions": versions(),
+    }
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["torch_cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    return info
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def machine_kind(info: dict) -> str:
+    """e.g. cpu_amd-epyc_2c, gpu_nvidia-h100-80gb-hbm3, tpu_tpu-v5-lite: the results file's name."""
+    backend = info["jax_backend"]
+    if backend == "cpu":
+        cores = info.get("cpu_affinity") or info.get("cpu_count")
+        return f"cpu_{_slug(info['cpu_model'])}_{cores}c"
+    kind = info["jax_devices"][0].split(":", 1)[1]
+    return f"{'gpu' if backend in ('gpu', 'cuda', 'rocm') else backend}_{_slug(kind)}"
