@@ -4,29 +4,34 @@ A randomly initialised `transformers.DebertaV2ForMaskedLM` of the deberta-v3-xsm
 published checkpoint (hubs are unreachable here); its weights are perturbed so that no bias is zero and no
 LayerNorm weight is one. The real conversion path runs end to end:
 HF directory -> `deberta-jax convert` -> deberta-jax checkpoint -> `deberta-jax convert` -> HF directory, then
-`deberta-jax parity` on the round-tripped directory.
+`deberta-jax parity` on the round-tripped directory. Writes results/parity_PRESET.json and .png.
 
     python experiments/parity/run_parity_demo.py [--preset deberta-v3-xsmall] [--workdir DIR]
+    python experiments/parity/run_parity_demo.py --plot-only   # redraw the .png from the committed .json
 """
 
 import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
-
-import torch
-import transformers
-
-from deberta_jax.cli import main as cli
-from deberta_jax.config import preset
-from deberta_jax.conversion.parity import compare_with_reference
+from datetime import datetime, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from plotting import pyplot, redraw  # noqa: E402
+
+TOLERANCE = 1e-5  # max-abs bound of the test suite for fp32 outputs (tests/model_vs_reference_test.py)
 
 
 def make_reference_checkpoint(name: str, path: str) -> None:
+    import torch
+    import transformers
+
+    from deberta_jax.config import preset
+
     config = transformers.AutoConfig.for_model(**preset(name).to_hf_dict("DebertaV2ForMaskedLM"))
     torch.manual_seed(0)
     model = transformers.DebertaV2ForMaskedLM(config).eval()
@@ -36,12 +41,44 @@ def make_reference_checkpoint(name: str, path: str) -> None:
     model.save_pretrained(path)
 
 
+def plot(result: dict, path: str) -> None:
+    """Max-abs difference to transformers per stage (embeddings, each layer, output, logits), log scale."""
+    plt = pyplot()
+    names, values = list(result["max_abs"]), list(result["max_abs"].values())
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.semilogy(range(len(names)), values, "o-", label="max |deberta-jax − transformers|")
+    ax.axhline(TOLERANCE, color="tab:red", ls="--", label=f"{TOLERANCE:g} (test-suite tolerance)")
+    ax.set_ylim(min(values) / 10, max(TOLERANCE, max(values)) * 10)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_ylabel("max-abs difference")
+    ax.set_title(f"{result['preset']} {result['head']}, batch {result['batch']} × {result['seq_len']} tokens "
+                 f"(padded), fp32, vs transformers {result.get('transformers', '?')}; worst {result['worst']:.1e}",
+                 fontsize=9)
+    ax.grid(True, which="both", axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="deberta-v3-xsmall")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--seq-len", type=int, default=512, help="512 reaches the log-bucketed offsets")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the .png from the existing .json and exit")
     args = parser.parse_args()
+    out = os.path.join(HERE, "results", f"parity_{args.preset}.json")
+    png = os.path.splitext(out)[0] + ".png"
+    if args.plot_only:
+        return redraw(plot, out, png)
+
+    import torch
+    import transformers
+
+    from deberta_jax.cli import main as cli
+    from deberta_jax.conversion.parity import compare_with_reference
+
     workdir = args.workdir or tempfile.mkdtemp(prefix="deberta-jax-demo-")
     hf_dir, jax_dir, back_dir = (os.path.join(workdir, d) for d in ("hf", "jax", "hf_roundtrip"))
 
@@ -57,13 +94,14 @@ def main():
     for name, value in result["max_abs"].items():
         print(f"  {name:>18s}  max|jax - torch| = {value:.2e}")
     result.update(preset=args.preset, seconds=round(time.perf_counter() - t0, 1), machine=platform.machine(),
-                  transformers=transformers.__version__, torch=torch.__version__)
-    out = os.path.join(HERE, "results", f"parity_{args.preset}.json")
+                  transformers=transformers.__version__, torch=torch.__version__,
+                  date_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
-    verdict = "PASS" if result["worst"] <= 1e-4 else "FAIL"
-    print(f"worst stage {result['worst']:.2e} (fp32): {verdict}; figures written to {out}")
+    plot(result, png)
+    verdict = "PASS" if result["worst"] <= TOLERANCE else "FAIL"
+    print(f"worst stage {result['worst']:.2e} (fp32): {verdict}; figures written to {out} and {png}")
     return 0 if verdict == "PASS" else 1
 
 

@@ -1,6 +1,7 @@
 """MLM vs RTD with NES / ES / GDES on the tiny CPU recipe, equal steps, same data, tokenizer and seed.
 
     python experiments/pretrain/compare_objectives.py [--steps 400] [--workdir /tmp/compare] [--set key=value ...]
+    python experiments/pretrain/compare_objectives.py --plot-only   # redraw results/NAME.png from the NAME.json
 
 Writes results/NAME.json (every logged step of every run) and results/NAME.png.
 Figures are training-batch metrics averaged over the last 20% of steps (no held-out split at this scale).
@@ -10,13 +11,15 @@ import argparse
 import json
 import os
 import platform
+import sys
+from datetime import datetime, timezone
 
 import numpy as np
 
-from deberta_jax.pretraining.config import load_pretrain_config
-from deberta_jax.pretraining.train import load_tokenizer, pretrain
-
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from plotting import pyplot, redraw  # noqa: E402
+
 RUNS = {
     "MLM (+EMD)": ["objective=mlm"],
     "RTD + NES": ["objective=rtd", "sharing=nes"],
@@ -31,11 +34,7 @@ def tail_mean(history, key, fraction=0.2):
 
 
 def plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for name, run in results["runs"].items():
         steps = [r["step"] for r in run["history"]]
@@ -51,6 +50,7 @@ def plot(results, path):
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main():
@@ -59,12 +59,21 @@ def main():
     parser.add_argument("--workdir", default="/tmp/deberta-jax-compare")
     parser.add_argument("--set", action="append", default=[], help="recipe override applied to every run")
     parser.add_argument("--name", default="compare_objectives", help="results file stem")
+    parser.add_argument("--plot-only", action="store_true", help="redraw NAME.png from the existing NAME.json and exit")
     args = parser.parse_args()
+    out = os.path.join(HERE, "results", f"{args.name}.json")
+    if args.plot_only:
+        return redraw(plot, out, os.path.splitext(out)[0] + ".png")
+
+    from deberta_jax.pretraining.config import load_pretrain_config
+    from deberta_jax.pretraining.train import load_tokenizer, pretrain
+
     common = [f"steps={args.steps}", "log_every=10", f"checkpoint_every={args.steps}"] + args.set
     tokenizer_dir = os.path.join(args.workdir, "shared")
     load_tokenizer(load_pretrain_config("tiny_cpu", common), tokenizer_dir)  # one tokenizer for every run
     common.append(f"tokenizer={os.path.join(tokenizer_dir, 'tokenizer')}")
     results = {"recipe": "tiny_cpu", "overrides": common, "steps": args.steps, "machine": platform.machine(),
+               "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "command": "python experiments/pretrain/compare_objectives.py " + " ".join(
                    [f"--steps {args.steps}"] + [f"--set {o}" for o in args.set] + [f"--name {args.name}"]),
                "runs": {}}
@@ -84,11 +93,12 @@ def main():
         print(json.dumps({k: v for k, v in results["runs"][name].items() if k != "history"}))
     rtd_runs = [r for r in results["runs"].values() if r["final_rtd_accuracy"] is not None]
     results["replaced_fraction"] = float(np.mean([tail_mean(r["history"], "replaced_fraction") for r in rtd_runs]))
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", f"{args.name}.json"), "w", encoding="utf-8") as f:
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1)
-    plot(results, os.path.join(HERE, "results", f"{args.name}.png"))
+    plot(results, os.path.splitext(out)[0] + ".png")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
