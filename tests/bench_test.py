@@ -44,6 +44,7 @@ def test_bench_smoke_tiny(tmp_path):
         assert check["results"]["keras-hub"]["max_abs"] <= 1e-4
     assert "transformers-eager" in case["ratios"]["ours[reference]"]
     assert (tmp_path / "bench.md").exists() and (tmp_path / "bench_times.png").exists()
+    assert not (tmp_path / "bench.partial.json").exists()  # the per-case safety copy goes once the run is complete
 
 
 def test_flop_formula_and_op_count():

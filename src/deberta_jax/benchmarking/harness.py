@@ -331,6 +331,7 @@ def run(opts: BenchOptions, log=default_log) -> dict:
                             result["cases"].append({"model": model_name, "workload": workload, "batch": opts.batch,
                                                     "seq_len": seq_len, **_error(e, "case")})
                             log(f"case {case.key}: ERROR {result['cases'][-1]['error']}")
+                        write_partial(result, opts)
                         gc.collect()
             del hf_state
             gc.collect()
@@ -391,9 +392,23 @@ def _jsonable(x):
     return x
 
 
-def write_outputs(result: dict, opts: BenchOptions, log) -> None:
+def _results_path(result: dict, opts: BenchOptions) -> str:
     suffix = "" if result["cases"] else "_extras"
-    path = opts.output or os.path.join(opts.results_dir, f"{result['machine_kind']}{suffix}.json")
+    return opts.output or os.path.join(opts.results_dir, f"{result['machine_kind']}{suffix}.json")
+
+
+def write_partial(result: dict, opts: BenchOptions) -> None:
+    """The cases measured so far to <results>.partial.json (atomically), so that a crash or a stop mid-run keeps
+    them; the final write removes it."""
+    path = os.path.splitext(_results_path(result, opts))[0] + ".partial.json"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(_jsonable(result), f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def write_outputs(result: dict, opts: BenchOptions, log) -> None:
+    path = _results_path(result, opts)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     stem = os.path.splitext(path)[0]
     result["outputs"] = {"json": path, "table": stem + ".md"}
@@ -411,6 +426,8 @@ def write_outputs(result: dict, opts: BenchOptions, log) -> None:
         f.write("\n")
     with open(stem + ".md", "w", encoding="utf-8") as f:
         f.write(markdown_table(result))
+    if os.path.exists(stem + ".partial.json"):
+        os.remove(stem + ".partial.json")
     if result["cases"]:
         print(text_table(result), flush=True)
     print(f"matmul peak {result['matmul_peak']['flops_per_s'] / 1e9:.1f} GFLOP/s; wrote {path}", flush=True)
