@@ -17,6 +17,13 @@ def pyplot():
     return plt
 
 
+def save(fig, path: str) -> None:
+    """Lays out, writes and closes a figure (the same size and resolution for every experiment's PNG)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+
+
 def redraw(plot, json_path: str, png_path: str) -> int:
     """`--plot-only`: `plot(results, png_path)` with the results read from `json_path`."""
     with open(json_path, encoding="utf-8") as f:

@@ -18,7 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.normpath(os.path.join(HERE, "..", "data", "vader_movies"))
 RESULTS = os.path.join(HERE, "results", "demo.json")
 sys.path.insert(0, os.path.dirname(HERE))
-from plotting import pyplot, redraw  # noqa: E402
+from plotting import pyplot, redraw, save  # noqa: E402
 
 
 def majority_accuracy() -> float:
@@ -65,9 +65,7 @@ def plot(result: dict, path: str) -> None:
             f"{result['finetune_seconds'] / 60:.1f} min",
             "", "(this demo.json holds final numbers only, no curves)"]), va="center", fontsize=9)
     fig.suptitle(f"make demo ({result.get('date_utc', 'date not in the JSON')}, {result['machine']})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main():

@@ -14,7 +14,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))
-from plotting import pyplot, redraw  # noqa: E402
+from plotting import pyplot, redraw, save  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results", "family_grid.json")
 # the test suite's bounds per compute dtype (tests/model_vs_reference_test.py)
@@ -74,9 +74,7 @@ def plot(results: dict, path: str) -> None:
     ax.set_title("random tiny models of each config family (tests/reference.py), batch 4 padded, MLM head", fontsize=9)
     ax.grid(True, which="major", axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.3))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main():

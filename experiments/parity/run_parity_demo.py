@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from plotting import pyplot, redraw  # noqa: E402
+from plotting import pyplot, redraw, save  # noqa: E402
 
 TOLERANCE = 1e-5  # max-abs bound of the test suite for fp32 outputs (tests/model_vs_reference_test.py)
 
@@ -56,9 +56,7 @@ def plot(result: dict, path: str) -> None:
                  fontsize=9)
     ax.grid(True, which="both", axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main():

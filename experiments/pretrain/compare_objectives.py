@@ -18,7 +18,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from plotting import pyplot, redraw  # noqa: E402
+from plotting import pyplot, redraw, save  # noqa: E402
 
 RUNS = {
     "MLM (+EMD)": ["objective=mlm"],
@@ -48,9 +48,7 @@ def plot(results, path):
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main():

@@ -124,7 +124,21 @@ class OursShared:
         self.states: dict = {}
 
 
-class OursRunner(Runner):
+class JitRunner(Runner):
+    """A runner whose program is one AOT-compiled JAX function: `compiled(*args)` for forward, `train_step()` (which
+    advances the runner's own state and returns the step's outputs) for train."""
+
+    def call(self) -> None:
+        import jax
+
+        self.last = self.compiled(*self.args) if self.case.workload == "forward" else self.train_step()
+        jax.block_until_ready(self.last)
+
+    def train_step(self):
+        raise NotImplementedError
+
+
+class OursRunner(JitRunner):
     family = "ours"
 
     def __init__(self, case: Case, hf_state: dict, impl: str, scan: bool, shared: OursShared | None = None):
@@ -200,17 +214,10 @@ class OursRunner(Runner):
                                        "mlm_loss_fn, dropout on, logits at the masked positions only")
         self.compile_s = time.perf_counter() - t0
 
-    def call(self) -> None:
-        import jax
-
-        if self.case.workload == "forward":
-            self.last = self.compiled(*self.args)
-            self.last.block_until_ready()
-        else:
-            state, metrics = self.compiled(self.holder["state"], self.batch)
-            self.holder["state"] = state
-            jax.block_until_ready(metrics)
-            self.last = metrics
+    def train_step(self):
+        state, metrics = self.compiled(self.holder["state"], self.batch)
+        self.holder["state"] = state
+        return metrics
 
     def check_output(self) -> np.ndarray:
         import jax
@@ -440,7 +447,7 @@ def copy_hf_weights_to_keras(backbone, state: dict[str, np.ndarray], mlm=None) -
         put(head._bias, state["cls.predictions.bias"])
 
 
-class KerasRunner(Runner):
+class KerasRunner(JitRunner):
     family = "keras-hub"
 
     def __init__(self, case: Case, hf_state: dict):
@@ -520,16 +527,9 @@ class KerasRunner(Runner):
                                        "keras AdamW (global_clipnorm 1.0, decay 0.01 off bias/LayerNorm); dropout on")
         self.compile_s = time.perf_counter() - t0
 
-    def call(self) -> None:
-        import jax
-
-        if self.case.workload == "forward":
-            self.last = self.compiled(*self.args)
-            self.last.block_until_ready()
-        else:
-            self.state, loss = self.compiled(self.state, *self.batch)
-            jax.block_until_ready(loss)
-            self.last = loss
+    def train_step(self):
+        self.state, loss = self.compiled(self.state, *self.batch)
+        return loss
 
     def check_output(self) -> np.ndarray:
         if self.case.workload == "forward":
