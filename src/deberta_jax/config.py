@@ -20,6 +20,7 @@ _DTYPES = ("float32", "bfloat16", "float16")
 # "reference" gathers c2p/p2c with take_along_axis like transformers; "skew" is the same dense math without a
 # gather; "chunked" (pure JAX) and "pallas" (kernel) never materialise the [B, H, N, N] scores.
 ATTENTION_IMPLS = ("reference", "skew", "chunked", "pallas")
+FUSED_ATTENTION_IMPLS = ("chunked", "pallas")
 # Fields that choose how the network is computed, not what it computes: never written to or read from HF files.
 _JAX_ONLY_FIELDS = ("dtype", "param_dtype", "remat", "attention_impl", "attention_block_q", "attention_block_k",
                     "scan_layers")
@@ -173,7 +174,7 @@ class DebertaConfig:
                 fail(name, "must be a positive integer")
         if self.scan_layers and self.conv_kernel_size > 0 and self.num_hidden_layers < 2:
             fail("scan_layers", "with a conv branch layer_0 runs outside the scan, which then needs >= 2 layers")
-        if self.talking_head and self.attention_impl in ("chunked", "pallas"):
+        if self.talking_head and self.attention_impl in FUSED_ATTENTION_IMPLS:
             fail("attention_impl", "fused attention cannot mix heads between softmax and value (talking_head=True); "
                  "use 'reference' or 'skew'")
 

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from deberta_jax.config import DebertaConfig
+from deberta_jax.config import FUSED_ATTENTION_IMPLS, DebertaConfig
 from deberta_jax.model.layers import dense, expand_mask
 from deberta_jax.model.relative_positions import relative_embedding_index, relative_offset_rows
 
@@ -138,9 +138,6 @@ def masked_softmax(scores: jnp.ndarray, pair_mask: jnp.ndarray) -> jnp.ndarray:
     """
     scores = jnp.where(pair_mask, scores, jnp.finfo(_F32).min)
     return nn.softmax(scores, axis=-1)
-
-
-FUSED_ATTENTION = ("chunked", "pallas")
 
 
 def fused_attention_kernel(name: str):
@@ -307,7 +304,7 @@ class DisentangledSelfAttention(nn.Module):
             rel = self.pos_dropout(rel_embeddings, deterministic=deterministic)
             pos_key, pos_query = self._position_projections(rel)
 
-        if cfg.attention_impl in FUSED_ATTENTION:
+        if cfg.attention_impl in FUSED_ATTENTION_IMPLS:
             context = self._fused_context(query, key, value, pos_key, pos_query, attention_mask, deterministic)
             return context.reshape(context.shape[:2] + (-1,)), None
 

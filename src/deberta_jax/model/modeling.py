@@ -12,8 +12,7 @@ import flax.linen as nn
 import flax.struct
 import jax.numpy as jnp
 
-from deberta_jax.config import DebertaConfig
-from deberta_jax.model.attention import FUSED_ATTENTION
+from deberta_jax.config import FUSED_ATTENTION_IMPLS, DebertaConfig
 from deberta_jax.model.embeddings import DebertaEmbeddings
 from deberta_jax.model.encoder import DebertaEncoder
 from deberta_jax.model.heads import ContextPooler, LegacyMLMHead, MLMPredictions
@@ -70,7 +69,7 @@ class DebertaModel(nn.Module):
             attention_mask = jnp.ones(shape, jnp.int32)
         if attention_mask.shape[:2] != tuple(shape) or attention_mask.shape[-1] != shape[1]:
             raise ValueError(f"attention_mask shape {attention_mask.shape} does not fit inputs of shape {tuple(shape)}")
-        if output_attentions and self.config.attention_impl in FUSED_ATTENTION:
+        if output_attentions and self.config.attention_impl in FUSED_ATTENTION_IMPLS:
             raise ValueError(f"output_attentions=True needs the probabilities, which attention_impl="
                              f"{self.config.attention_impl!r} never materialises; use 'reference' or 'skew'")
         _, token_mask = expand_mask(attention_mask)
