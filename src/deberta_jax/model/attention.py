@@ -10,6 +10,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from deberta_jax.config import FUSED_ATTENTION_IMPLS, DebertaConfig
 from deberta_jax.model.layers import dense, expand_mask
@@ -29,10 +30,20 @@ def content_to_content(query: jnp.ndarray, key: jnp.ndarray) -> jnp.ndarray:
     return jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=_F32)
 
 
+def _heads_to_batch_major(scores: jnp.ndarray) -> jnp.ndarray:
+    """[H, B, ...] -> [B, H, ...].
+
+    The position products are written head-major ([H, B, Q, R]): that is the output layout of XLA's batched
+    matmul over heads, so no transpose of the large score array follows the matmul. Swapping the two leading
+    axes afterwards moves whole rows and fuses into the consumer (on CPU this halves the c2p / p2c cost).
+    """
+    return jnp.swapaxes(scores, 0, 1)
+
+
 def content_to_position(query: jnp.ndarray, pos_key: jnp.ndarray, rel_index: jnp.ndarray) -> jnp.ndarray:
     """c2p[b, h, i, j] = Q_i · K_r[idx[i, j]].
 
-    The projection against all R relative rows is a [B, H, Q, R] matmul; `take_along_axis` then picks each
+    The projection against all R relative rows is a [H, B, Q, R] matmul; `take_along_axis` then picks each
     pair's row. The relative keys carry no batch axis: they are computed once per layer and broadcast.
 
     Args:
@@ -40,14 +51,15 @@ def content_to_position(query: jnp.ndarray, pos_key: jnp.ndarray, rel_index: jnp
     Returns:
       fp32 [B, H, Q, K].
     """
-    scores = jnp.einsum("bqhd,rhd->bhqr", query, pos_key, preferred_element_type=_F32)
-    return jnp.take_along_axis(scores, jnp.broadcast_to(rel_index, scores.shape[:2] + rel_index.shape), axis=-1)
+    scores = jnp.einsum("bqhd,rhd->hbqr", query, pos_key, preferred_element_type=_F32)
+    index = jnp.broadcast_to(rel_index, scores.shape[:2] + rel_index.shape)
+    return _heads_to_batch_major(jnp.take_along_axis(scores, index, axis=-1))
 
 
 def position_to_content(key: jnp.ndarray, pos_query: jnp.ndarray, rel_index: jnp.ndarray) -> jnp.ndarray:
     """p2c[b, h, i, j] = K_j · Q_r[idx[i, j]].
 
-    Computed key-major ([B, H, K, R]), gathered with the transposed index, then transposed back, which is how the
+    Computed key-major ([H, B, K, R]), gathered with the transposed index, then transposed back, which is how the
     reference lays it out.
 
     Args:
@@ -55,10 +67,10 @@ def position_to_content(key: jnp.ndarray, pos_query: jnp.ndarray, rel_index: jnp
     Returns:
       fp32 [B, H, Q, K].
     """
-    scores = jnp.einsum("bkhd,rhd->bhkr", key, pos_query, preferred_element_type=_F32)
+    scores = jnp.einsum("bkhd,rhd->hbkr", key, pos_query, preferred_element_type=_F32)
     index_t = rel_index.T
     gathered = jnp.take_along_axis(scores, jnp.broadcast_to(index_t, scores.shape[:2] + index_t.shape), axis=-1)
-    return jnp.swapaxes(gathered, -1, -2)
+    return _heads_to_batch_major(jnp.swapaxes(gathered, -1, -2))
 
 
 def diagonal_skew(scores: jnp.ndarray, width: int) -> jnp.ndarray:
@@ -85,15 +97,24 @@ def diagonal_skew(scores: jnp.ndarray, width: int) -> jnp.ndarray:
     return flat.reshape(lead + (rows, length - 1))[..., :width]
 
 
-def expand_to_offsets(pos_table: jnp.ndarray, offset_rows: jnp.ndarray) -> jnp.ndarray:
-    """Per-offset projected relative table: out[o] = pos_table[offset_rows[o]], as a one-hot matmul (no gather).
+def expand_to_offsets(pos_table: jnp.ndarray, offset_rows: np.ndarray) -> jnp.ndarray:
+    """Per-offset projected relative table: out[o] = pos_table[offset_rows[o]], without a gather.
+
+    Rows that run consecutively (every offset in its own bucket, e.g. N <= position_buckets / 2) are a static slice,
+    reversed for a descending run; otherwise the expansion is a one-hot matmul.
 
     Args:
       pos_table: [R, H, D]; offset_rows: int [O] (static) with values in [0, R).
     Returns:
       [O, H, D] in pos_table's dtype.
     """
-    one_hot = jax.nn.one_hot(offset_rows, pos_table.shape[0], dtype=pos_table.dtype)
+    rows = np.asarray(offset_rows)
+    steps = np.diff(rows)
+    if rows.size and np.all(steps == 1):
+        return pos_table[rows[0]: rows[-1] + 1]
+    if rows.size and np.all(steps == -1):
+        return jnp.flip(pos_table[rows[-1]: rows[0] + 1], axis=0)
+    one_hot = jax.nn.one_hot(rows, pos_table.shape[0], dtype=pos_table.dtype)
     return jnp.einsum("or,rhd->ohd", one_hot, pos_table)
 
 
@@ -106,8 +127,8 @@ def content_to_position_skew(query: jnp.ndarray, pos_key_by_offset: jnp.ndarray,
     Returns:
       fp32 [B, H, Q, K], equal to `content_to_position`.
     """
-    scores = jnp.einsum("bqhd,ohd->bhqo", query, pos_key_by_offset, preferred_element_type=_F32)
-    return diagonal_skew(scores, key_size)
+    scores = jnp.einsum("bqhd,ohd->hbqo", query, pos_key_by_offset, preferred_element_type=_F32)
+    return _heads_to_batch_major(diagonal_skew(scores, key_size))
 
 
 def position_to_content_skew(key: jnp.ndarray, pos_query_by_offset: jnp.ndarray, query_size: int) -> jnp.ndarray:
@@ -119,8 +140,8 @@ def position_to_content_skew(key: jnp.ndarray, pos_query_by_offset: jnp.ndarray,
     Returns:
       fp32 [B, H, Q, K], equal to `position_to_content`.
     """
-    scores = jnp.einsum("bkhd,ohd->bhko", key, pos_query_by_offset, preferred_element_type=_F32)
-    return jnp.swapaxes(diagonal_skew(scores, query_size), -1, -2)
+    scores = jnp.einsum("bkhd,ohd->hbko", key, pos_query_by_offset, preferred_element_type=_F32)
+    return _heads_to_batch_major(jnp.swapaxes(diagonal_skew(scores, query_size), -1, -2))
 
 
 def score_scale(head_dim: int, pos_att_type: tuple[str, ...]) -> float:
@@ -237,7 +258,7 @@ class DisentangledSelfAttention(nn.Module):
         split = lambda x: None if x is None else _split_heads(x, heads)
         return split(pos_key), split(pos_query)
 
-    def _relative_rows(self, query_size: int, key_size: int):
+    def _relative_rows(self, query_size: int, key_size: int) -> np.ndarray:
         """Static relative-table rows: per pair [Q, K] for "reference", per offset [Q + K - 1] otherwise."""
         cfg = self.config
         args = (query_size, key_size, cfg.relative_span, -1 if cfg.is_v1 else cfg.position_buckets, cfg.max_relative)
@@ -245,16 +266,14 @@ class DisentangledSelfAttention(nn.Module):
             return relative_embedding_index(*args)
         return relative_offset_rows(*args)
 
-    def _dense_scores(self, query, key, pos_key, pos_query):
+    def _dense_scores(self, query, key, pos_key, pos_query, rows):
         """Unscaled c2c + c2p + p2c, fp32 [B, H, Q, K], with the gather ("reference") or the skew."""
         scores = content_to_content(query, key)
-        rows = self._relative_rows(query.shape[1], key.shape[1])
         if self.config.attention_impl == "reference":
-            index = jnp.asarray(rows)
             if pos_key is not None:
-                scores = scores + content_to_position(query, pos_key, index)
+                scores = scores + content_to_position(query, pos_key, jnp.asarray(rows))
             if pos_query is not None:
-                scores = scores + position_to_content(key, pos_query, index)
+                scores = scores + position_to_content(key, pos_query, jnp.asarray(rows))
             return scores
         if pos_key is not None:
             scores = scores + content_to_position_skew(query, expand_to_offsets(pos_key, rows[::-1]), key.shape[1])
@@ -262,13 +281,12 @@ class DisentangledSelfAttention(nn.Module):
             scores = scores + position_to_content_skew(key, expand_to_offsets(pos_query, rows), query.shape[1])
         return scores
 
-    def _fused_context(self, query, key, value, pos_key, pos_query, attention_mask, deterministic):
+    def _fused_context(self, query, key, value, pos_key, pos_query, rows, attention_mask, deterministic):
         """Context [B, Q, H, D] from the chunked or Pallas kernel; the [B, H, Q, K] scores never exist."""
         cfg = self.config
         if attention_mask.ndim != 2:
             raise ValueError(f"attention_impl={cfg.attention_impl!r} takes a [batch, seq] token mask; got shape "
                              f"{attention_mask.shape} (a [batch, query, key] mask needs 'reference' or 'skew')")
-        rows = self._relative_rows(query.shape[1], key.shape[1])
         c2p_table = None if pos_key is None else expand_to_offsets(pos_key, rows[::-1])
         p2c_table = None if pos_query is None else expand_to_offsets(pos_query, rows)
         rate = cfg.attention_probs_dropout_prob
@@ -299,16 +317,22 @@ class DisentangledSelfAttention(nn.Module):
         if query_states is None:
             query_states = hidden_states
         query, key, value = self._content_projections(hidden_states, query_states)
-        pos_key = pos_query = None
+        pos_key = pos_query = rows = None
         if cfg.relative_attention and cfg.pos_att_type:
-            rel = self.pos_dropout(rel_embeddings, deterministic=deterministic)
+            rows = self._relative_rows(query.shape[1], key.shape[1])
+            # Only rows min..max of the table are ever read: project just those (at N = 128 half of v3's 512).
+            first = int(rows.min())
+            rel = self.pos_dropout(rel_embeddings, deterministic=deterministic)[first: int(rows.max()) + 1]
             pos_key, pos_query = self._position_projections(rel)
+            rows = rows - first
 
         if cfg.attention_impl in FUSED_ATTENTION_IMPLS:
-            context = self._fused_context(query, key, value, pos_key, pos_query, attention_mask, deterministic)
+            context = self._fused_context(query, key, value, pos_key, pos_query, rows, attention_mask,
+                                          deterministic)
             return context.reshape(context.shape[:2] + (-1,)), None
 
-        scores = self._dense_scores(query, key, pos_key, pos_query) / score_scale(cfg.head_dim, cfg.pos_att_type)
+        scores = self._dense_scores(query, key, pos_key, pos_query, rows)
+        scores = scores / score_scale(cfg.head_dim, cfg.pos_att_type)
         if cfg.talking_head:
             scores = jnp.moveaxis(self.head_logits_proj(jnp.moveaxis(scores, 1, -1)), -1, 1).astype(_F32)
         pair_mask, _ = expand_mask(attention_mask)

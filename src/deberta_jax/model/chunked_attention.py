@@ -113,16 +113,20 @@ def _pad_axis(x: jnp.ndarray, axis: int, before: int, after: int, value=0) -> jn
 
 
 def _to_tiles(x: jnp.ndarray, block: int, count: int) -> jnp.ndarray:
-    """[B, L, H, D] -> zero-padded [count, B, H, block, D], tile-major for the loops."""
+    """[B, L, H, D] -> zero-padded [count, H, B, block, D], tile-major for the loops.
+
+    Head-major inside a tile: every tile matmul then batches over heads with the output in the layout XLA's
+    batched matmul writes, including the products against the (batch-free) relative tables.
+    """
     batch, length, heads, dim = x.shape
     x = _pad_axis(x, 1, 0, count * block - length)
-    return x.reshape(batch, count, block, heads, dim).transpose(1, 0, 3, 2, 4)
+    return x.reshape(batch, count, block, heads, dim).transpose(1, 3, 0, 2, 4)
 
 
 def _from_tiles(x: jnp.ndarray, length: int) -> jnp.ndarray:
-    """[count, B, H, block, D] -> [B, length, H, D] (padding rows dropped)."""
-    count, batch, heads, block, dim = x.shape
-    return x.transpose(1, 0, 3, 2, 4).reshape(batch, count * block, heads, dim)[:, :length]
+    """[count, H, B, block, D] -> [B, length, H, D] (padding rows dropped)."""
+    count, heads, batch, block, dim = x.shape
+    return x.transpose(2, 0, 3, 1, 4).reshape(batch, count * block, heads, dim)[:, :length]
 
 
 def _mask_tiles(mask: jnp.ndarray, block: int, count: int) -> jnp.ndarray:
@@ -178,9 +182,9 @@ def _add_rows(buffer: jnp.ndarray, rows: jnp.ndarray, start) -> jnp.ndarray:
 
 class _Operands(NamedTuple):
     """The padded, tiled inputs that every tile reads from."""
-    query: jnp.ndarray          # [nq, B, H, bq, D]
-    key: jnp.ndarray            # [nk, B, H, bk, D]
-    value: jnp.ndarray          # [nk, B, H, bk, D]
+    query: jnp.ndarray          # [nq, H, B, bq, D]
+    key: jnp.ndarray            # [nk, H, B, bk, D]
+    value: jnp.ndarray          # [nk, H, B, bk, D]
     query_ok: jnp.ndarray       # bool [nq, B, bq]
     key_ok: jnp.ndarray         # bool [nk, B, bk]
     c2p: jnp.ndarray | None     # [Lp, H, D], descending offsets
@@ -190,14 +194,14 @@ class _Operands(NamedTuple):
 
 class _Tile(NamedTuple):
     """Everything one (query tile, key tile) pair needs."""
-    query: jnp.ndarray          # [B, H, bq, D]
-    key: jnp.ndarray            # [B, H, bk, D]
-    value: jnp.ndarray          # [B, H, bk, D]
-    pair_ok: jnp.ndarray        # bool [B, 1, bq, bk]
+    query: jnp.ndarray          # [H, B, bq, D]
+    key: jnp.ndarray            # [H, B, bk, D]
+    value: jnp.ndarray          # [H, B, bk, D]
+    pair_ok: jnp.ndarray        # bool [1, B, bq, bk]
     fill: jnp.ndarray           # fp32 [bk]: the score of a disallowed pair (_MASKED, or -inf for padding keys)
     c2p: jnp.ndarray | None     # [W, H, D]
     p2c: jnp.ndarray | None     # [W, H, D]
-    keep: jnp.ndarray | None    # bool [B, H, bq, bk]
+    keep: jnp.ndarray | None    # bool [H, B, bq, bk]
 
 
 def _operands(plan: _Plan, query, key, value, c2p_table, p2c_table, query_mask, key_mask, seed) -> _Operands:
@@ -222,22 +226,22 @@ def _tile(plan: _Plan, ops: _Operands, q_tile, k_tile) -> _Tile:
     key_index = k_tile * plan.block_k + jnp.arange(plan.block_k)
     keep = None
     if plan.rate > 0.0:
-        batch, heads = query.shape[:2]
-        keep = keep_mask(ops.seed, jnp.arange(batch)[:, None, None, None], jnp.arange(heads)[:, None, None],
+        heads, batch = query.shape[:2]
+        keep = keep_mask(ops.seed, jnp.arange(batch)[:, None, None], jnp.arange(heads)[:, None, None, None],
                          query_index[:, None], key_index, heads, plan.key_size, plan.rate)
-    return _Tile(query, key, value, query_ok[:, None, :, None] & key_ok[:, None, None, :],
+    return _Tile(query, key, value, (query_ok[:, :, None] & key_ok[:, None, :])[None],
                  jnp.where(key_index < plan.key_size, _MASKED, -jnp.inf).astype(_F32),
                  window(ops.c2p, c2p_start), window(ops.p2c, p2c_start), keep)
 
 
 def _scores(plan: _Plan, tile: _Tile) -> jnp.ndarray:
-    """Scaled, masked scores of one tile: fp32 [B, H, bq, bk]."""
-    raw = jnp.einsum("bhqd,bhkd->bhqk", tile.query, tile.key, preferred_element_type=_F32)
+    """Scaled, masked scores of one tile: fp32 [H, B, bq, bk]."""
+    raw = jnp.einsum("hbqd,hbkd->hbqk", tile.query, tile.key, preferred_element_type=_F32)
     if tile.c2p is not None:
-        by_offset = jnp.einsum("bhqd,whd->bhqw", tile.query, tile.c2p, preferred_element_type=_F32)
+        by_offset = jnp.einsum("hbqd,whd->hbqw", tile.query, tile.c2p, preferred_element_type=_F32)
         raw = raw + diagonal_skew(by_offset, plan.block_k)
     if tile.p2c is not None:
-        by_offset = jnp.einsum("bhkd,whd->bhkw", tile.key, tile.p2c, preferred_element_type=_F32)
+        by_offset = jnp.einsum("hbkd,whd->hbkw", tile.key, tile.p2c, preferred_element_type=_F32)
         raw = raw + jnp.swapaxes(diagonal_skew(by_offset, plan.block_q), -1, -2)
     return jnp.where(tile.pair_ok, raw / plan.scale, tile.fill)
 
@@ -253,23 +257,23 @@ def _score_grads(tile: _Tile, grad: jnp.ndarray):
     """Backpropagates d(raw scores) of one tile into its query, key and the two table windows.
 
     Args:
-      grad: fp32 [B, H, bq, bk], already masked and divided by the scale.
+      grad: fp32 [H, B, bq, bk], already masked and divided by the scale.
     Returns:
-      fp32 (d query [B, H, bq, D], d key [B, H, bk, D], d c2p window [W, H, D] or None, d p2c window or None).
+      fp32 (d query [H, B, bq, D], d key [H, B, bk, D], d c2p window [W, H, D] or None, d p2c window or None).
     """
     # As in FlashAttention-2, dS enters the matmuls in the inputs' dtype, accumulating in fp32.
     dtype = tile.query.dtype
-    d_query = jnp.einsum("bhqk,bhkd->bhqd", grad.astype(dtype), tile.key, preferred_element_type=_F32)
-    d_key = jnp.einsum("bhqk,bhqd->bhkd", grad.astype(dtype), tile.query, preferred_element_type=_F32)
+    d_query = jnp.einsum("hbqk,hbkd->hbqd", grad.astype(dtype), tile.key, preferred_element_type=_F32)
+    d_key = jnp.einsum("hbqk,hbqd->hbkd", grad.astype(dtype), tile.query, preferred_element_type=_F32)
     d_c2p = d_p2c = None
     if tile.c2p is not None:
         by_offset = _diagonal_skew_transpose(grad).astype(dtype)
-        d_query = d_query + jnp.einsum("bhqw,whd->bhqd", by_offset, tile.c2p, preferred_element_type=_F32)
-        d_c2p = jnp.einsum("bhqw,bhqd->whd", by_offset, tile.query, preferred_element_type=_F32)
+        d_query = d_query + jnp.einsum("hbqw,whd->hbqd", by_offset, tile.c2p, preferred_element_type=_F32)
+        d_c2p = jnp.einsum("hbqw,hbqd->whd", by_offset, tile.query, preferred_element_type=_F32)
     if tile.p2c is not None:
         by_offset = _diagonal_skew_transpose(jnp.swapaxes(grad, -1, -2)).astype(dtype)
-        d_key = d_key + jnp.einsum("bhkw,whd->bhkd", by_offset, tile.p2c, preferred_element_type=_F32)
-        d_p2c = jnp.einsum("bhkw,bhkd->whd", by_offset, tile.key, preferred_element_type=_F32)
+        d_key = d_key + jnp.einsum("hbkw,whd->hbkd", by_offset, tile.p2c, preferred_element_type=_F32)
+        d_p2c = jnp.einsum("hbkw,hbkd->whd", by_offset, tile.key, preferred_element_type=_F32)
     return d_query, d_key, d_c2p, d_p2c
 
 
@@ -279,7 +283,7 @@ def _forward(plan: _Plan, ops: _Operands):
     """Online softmax over key tiles, one query tile at a time.
 
     Returns:
-      fp32 context tiles [nq, B, H, bq, D] and the per-row max and sum of exp(score - max), [nq, B, H, bq].
+      fp32 context tiles [nq, H, B, bq, D] and the per-row max and sum of exp(score - max), [nq, H, B, bq].
     """
     def query_tile(q_tile):
         def step(carry, k_tile):
@@ -290,7 +294,7 @@ def _forward(plan: _Plan, ops: _Operands):
             new_max = jnp.maximum(row_max, scores.max(axis=-1))
             rescale = jnp.exp(row_max - new_max)
             probs = jnp.exp(scores - new_max[..., None])
-            update = jnp.einsum("bhqk,bhkd->bhqd", _dropped(plan, probs, tile).astype(tile.value.dtype), tile.value,
+            update = jnp.einsum("hbqk,hbkd->hbqd", _dropped(plan, probs, tile).astype(tile.value.dtype), tile.value,
                                 preferred_element_type=_F32)
             return (new_max, rescale * row_sum + probs.sum(axis=-1), rescale[..., None] * acc + update), None
 
@@ -323,7 +327,7 @@ def _fused_bwd(plan, residuals, d_context):
     ops = _operands(plan, *inputs)
     d_out = _to_tiles(d_context, plan.block_q, plan.nq)
     # Δ_i = Σ_j P_ij dP_ij = dO_i · O_i, dropout included, because O is built from the dropped probabilities.
-    delta = jnp.einsum("nbhqd,nbhqd->nbhq", d_out, _to_tiles(context, plan.block_q, plan.nq),
+    delta = jnp.einsum("nhbqd,nhbqd->nhbq", d_out, _to_tiles(context, plan.block_q, plan.nq),
                        preferred_element_type=_F32)
     inv_sum = 1.0 / row_sum
 
@@ -335,9 +339,9 @@ def _fused_bwd(plan, residuals, d_context):
             d_query, d_c2p, d_p2c = carry
             tile = _tile(plan, ops, q_tile, k_tile)
             probs = jnp.exp(_scores(plan, tile) - max_q[..., None]) * inv_sum_q[..., None]
-            d_value_k = jnp.einsum("bhqk,bhqd->bhkd", _dropped(plan, probs, tile).astype(d_out_q.dtype), d_out_q,
+            d_value_k = jnp.einsum("hbqk,hbqd->hbkd", _dropped(plan, probs, tile).astype(d_out_q.dtype), d_out_q,
                                    preferred_element_type=_F32)
-            d_probs = _dropped(plan, jnp.einsum("bhqd,bhkd->bhqk", d_out_q, tile.value, preferred_element_type=_F32),
+            d_probs = _dropped(plan, jnp.einsum("hbqd,hbkd->hbqk", d_out_q, tile.value, preferred_element_type=_F32),
                                tile)
             # Disallowed pairs sit behind a `where` in the forward, so their raw scores get no gradient.
             d_raw = jnp.where(tile.pair_ok, probs * (d_probs - delta_q[..., None]), 0.0) / plan.scale
