@@ -11,15 +11,30 @@ import re
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "transformers", "keras", "keras-hub", "matplotlib")
 
 
-def cpu_model() -> str:
+# Vector / matrix extensions that change which GEMM kernels the frameworks pick: two hosts with the same model
+# name but different extensions give different absolute times (and different torch / XLA ratios).
+_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def _cpuinfo_field(name: str) -> str | None:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.split(":", 1)[0].strip() == name:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def cpu_features() -> dict:
+    """The ISA extensions of `_ISA_FLAGS` the CPU reports, and its cache size line (None where unknown)."""
+    flags = set((_cpuinfo_field("flags") or "").split())
+    return {"isa": [f for f in _ISA_FLAGS if f in flags] if flags else None, "cache": _cpuinfo_field("cache size")}
 
 
 def memory_total_bytes() -> int | None:
@@ -58,6 +73,7 @@ def machine_info() -> dict:
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
+        "cpu_features": cpu_features(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "memory_total_bytes": memory_total_bytes(),
