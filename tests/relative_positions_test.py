@@ -55,3 +55,22 @@ def test_index_range_and_symmetry():
     # Buckets are odd in r, so below the clamp idx[i, j] + idx[j, i] = 2 * span: p2c may use idx for the key side.
     index = relative_embedding_index(500, 500, 256, 256, 512)
     np.testing.assert_array_equal(index + index.T, np.full_like(index, 512))
+
+
+@pytest.mark.parametrize("n,buckets,max_pos,consecutive", [(128, 256, 512, True), (600, 256, 512, False),
+                                                           (9, 8, 64, False), (3, 8, 64, True)])
+def test_expand_to_offsets_is_row_indexing(n, buckets, max_pos, consecutive):
+    """Per-offset tables equal plain indexing, in both orders; consecutive rows take the slice path (no matmul)."""
+    import jax
+    import jax.numpy as jnp
+
+    from deberta_jax.model.attention import expand_to_offsets
+    from deberta_jax.model.relative_positions import relative_offset_rows
+
+    rows = relative_offset_rows(n, n, buckets, buckets, max_pos)
+    assert bool(np.all(np.diff(rows) == 1)) == consecutive
+    table = np.random.RandomState(0).randn(2 * buckets, 3, 4).astype(np.float32)
+    for order in (rows, rows[::-1]):
+        np.testing.assert_array_equal(np.asarray(expand_to_offsets(jnp.asarray(table), order)), table[order])
+        jaxpr = str(jax.make_jaxpr(lambda t: expand_to_offsets(t, order))(table))
+        assert ("dot_general" in jaxpr) == (not consecutive)

@@ -304,6 +304,7 @@ def run(opts: BenchOptions, log=default_log) -> dict:
     log(f"matmul peak ({opts.dtype}, {opts.peak_size}^2)")
     peaks = [measure_peak(opts.dtype, opts.peak_size)]
     log(f"  {peaks[0] / 1e9:.1f} GFLOP/s")
+    _set_matmul_peak(result, peaks, opts)  # in the partial results too, so that a stopped run can be rebuilt
 
     if opts.workloads and opts.families:
         for model_name in opts.models:
@@ -341,10 +342,7 @@ def run(opts: BenchOptions, log=default_log) -> dict:
 
     log("matmul peak again (end of run)")
     peaks.append(measure_peak(opts.dtype, opts.peak_size))
-    result["matmul_peak"] = {"flops_per_s": max(peaks), "measurements": peaks, "dtype": opts.dtype,
-                             "size": opts.peak_size, "device": str(jax.devices()[0]),
-                             "how": "deberta_jax.training.throughput.measure_matmul_peak at the start and the end "
-                                    "of the run; the larger is the denominator"}
+    _set_matmul_peak(result, peaks, opts)
     info["load_average_at_end"] = load_average()
     add_throughput(result)
     write_outputs(result, opts, log)
@@ -395,6 +393,15 @@ def _jsonable(x):
 def _results_path(result: dict, opts: BenchOptions) -> str:
     suffix = "" if result["cases"] else "_extras"
     return opts.output or os.path.join(opts.results_dir, f"{result['machine_kind']}{suffix}.json")
+
+
+def _set_matmul_peak(result: dict, peaks: list[float], opts: BenchOptions) -> None:
+    import jax
+
+    result["matmul_peak"] = {"flops_per_s": max(peaks), "measurements": list(peaks), "dtype": opts.dtype,
+                             "size": opts.peak_size, "device": str(jax.devices()[0]),
+                             "how": "deberta_jax.training.throughput.measure_matmul_peak at the start and the end "
+                                    "of the run; the larger is the denominator"}
 
 
 def write_partial(result: dict, opts: BenchOptions) -> None:

@@ -236,7 +236,7 @@ class DisentangledSelfAttention(nn.Module):
                 _split_heads(self.value_proj(hidden_states), heads))
 
     def _position_projections(self, rel_embeddings):
-        """Relative keys (for c2p) and queries (for p2c), each [R, H, D] or None."""
+        """Relative keys (for c2p) and queries (for p2c) of the given table rows [U, hidden]: each [U, H, D] or None."""
         cfg = self.config
         heads = cfg.num_attention_heads
         pos_key = pos_query = None
