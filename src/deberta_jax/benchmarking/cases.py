@@ -7,7 +7,6 @@ from the case's seed, so every implementation, in any process, sees the same tok
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -64,13 +63,6 @@ class Case:
     @property
     def key(self) -> str:
         return f"{self.model}/{self.workload}/B{self.batch}/N{self.seq_len}/{self.dtype}"
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> "Case":
-        return cls(**json.loads(text))
 
 
 MASK_TOKEN_ID = 3  # any id works for timing; [MASK] of the released v3 vocabularies is 128000

@@ -12,22 +12,12 @@ identical to the baseline's ("reference", scan off) is recorded as an error entr
 from __future__ import annotations
 
 import time
-import traceback
 from typing import Callable
 
+from deberta_jax.benchmarking.report import error_entry, not_wired_entry
 from deberta_jax.benchmarking.runners import compiled_memory, ours_forward_fn
 
 Log = Callable[[str], None]
-
-
-def error_entry(e: BaseException, stage: str) -> dict:
-    return {"status": "error", "stage": stage, "error": f"{type(e).__name__}: {e}",
-            "traceback": traceback.format_exc().splitlines()[-4:]}
-
-
-def not_wired_entry(what: str, baseline: str) -> dict:
-    return {"status": "error", "stage": "wiring",
-            "error": f"{what} lowers to exactly the same program as {baseline}: not wired into the model (yet)"}
 
 
 def _abstract_inputs(batch: int, seq_len: int):

@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import os
 import sys
 import tempfile
 import time
-import traceback
 
 import numpy as np
 
 from deberta_jax.benchmarking import flops as flops_mod
 from deberta_jax.benchmarking.cases import Case, config_to_dict, num_masked, random_hf_state, resolve_model
 from deberta_jax.benchmarking.options import BenchOptions, configure_environment, options_from_args
-from deberta_jax.benchmarking.report import (add_throughput, markdown_table, plot_memory_curve, plot_times, ratios,
-                                             text_table, time_stats)
+from deberta_jax.benchmarking.report import (add_throughput, error_entry, not_wired_entry, ratios, text_table,
+                                             time_stats, write_json, write_result_files)
 
 SCHEMA = "deberta-jax-bench/1"
 NOTES = {
@@ -56,11 +54,6 @@ NOTES = {
 
 def default_log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _error(e: BaseException, stage: str) -> dict:
-    return {"status": "error", "stage": stage, "error": f"{type(e).__name__}: {e}",
-            "traceback": traceback.format_exc().splitlines()[-5:]}
 
 
 def measure_peak(dtype: str, size: int) -> float:
@@ -96,7 +89,7 @@ def _wiring(case: Case, specs: list[dict], log) -> dict[str, dict]:
             try:
                 texts[(impl, scan)] = ours_lowered_text(case, impl, scan)
             except Exception as e:  # noqa: BLE001
-                texts[(impl, scan)] = _error(e, "lower")
+                texts[(impl, scan)] = error_entry(e, "lower")
         return texts[(impl, scan)]
 
     errors = {}
@@ -108,13 +101,9 @@ def _wiring(case: Case, specs: list[dict], log) -> dict[str, dict]:
         if isinstance(own, dict):
             errors[name] = own
         elif impl != "reference" and own == text("reference", scan):
-            errors[name] = {"status": "error", "stage": "wiring",
-                            "error": f"attention_impl={impl!r} lowers to exactly the same program as 'reference': "
-                                     "not wired into the model yet (nothing to time)"}
+            errors[name] = not_wired_entry(f"attention_impl={impl!r}", "attention_impl='reference'")
         elif scan and own == text(impl, False):
-            errors[name] = {"status": "error", "stage": "wiring",
-                            "error": "scan_layers=True lowers to exactly the same program as scan_layers=False: "
-                                     "not wired into the model yet (nothing to time)"}
+            errors[name] = not_wired_entry("scan_layers=True", "scan_layers=False")
         if name in errors:
             log(f"  {name}: {errors[name]['error']}")
     return errors
@@ -158,7 +147,7 @@ def run_case(case: Case, hf_state: dict, opts: BenchOptions, log, weights_path: 
         try:
             runner.build()
         except Exception as e:  # noqa: BLE001
-            impls[name] = {**runner.meta, **_error(e, "build")}
+            impls[name] = {**runner.meta, **error_entry(e, "build")}
             log(f"  {name}: ERROR at build: {impls[name]['error']}")
             runner.close()
             continue
@@ -178,10 +167,10 @@ def run_case(case: Case, hf_state: dict, opts: BenchOptions, log, weights_path: 
         try:
             outputs[runner.name] = runner.check_output()
         except Exception as e:  # noqa: BLE001
-            check["results"][runner.name] = {"passed": False, **_error(e, "check")}
+            check["results"][runner.name] = {"passed": False, **error_entry(e, "check")}
 
     def fail(runner, e, stage):
-        impls[runner.name].update(_error(e, stage))
+        impls[runner.name].update(error_entry(e, stage))
         log(f"  {runner.name}: ERROR at {stage}: {impls[runner.name]['error']}")
         runner.close()
 
@@ -291,8 +280,6 @@ def run(opts: BenchOptions, log=default_log) -> dict:
     """Runs everything `opts` asks for; writes the JSON (and plots) and returns the result dict."""
     configure_environment()
     opts.validate()
-    import jax
-
     from deberta_jax.benchmarking.machine import load_average, machine_info, machine_kind
 
     info = machine_info()
@@ -313,7 +300,7 @@ def run(opts: BenchOptions, log=default_log) -> dict:
                 log(f"model {model_name}: transformers random init")
                 hf_state = random_hf_state(cfg, opts.seed)
             except Exception as e:  # noqa: BLE001
-                result["cases"].append({"model": model_name, **_error(e, "model")})
+                result["cases"].append({"model": model_name, **error_entry(e, "model")})
                 log(f"model {model_name}: ERROR {result['cases'][-1]['error']}")
                 continue
             with tempfile.TemporaryDirectory(prefix="deberta-bench-") as tmp:
@@ -330,7 +317,7 @@ def run(opts: BenchOptions, log=default_log) -> dict:
                             result["cases"].append(run_case(case, hf_state, opts, log, weights_path))
                         except Exception as e:  # noqa: BLE001 - a case that breaks the harness is still reported
                             result["cases"].append({"model": model_name, "workload": workload, "batch": opts.batch,
-                                                    "seq_len": seq_len, **_error(e, "case")})
+                                                    "seq_len": seq_len, **error_entry(e, "case")})
                             log(f"case {case.key}: ERROR {result['cases'][-1]['error']}")
                         write_partial(result, opts)
                         gc.collect()
@@ -360,34 +347,22 @@ def run_extras(opts: BenchOptions, log) -> dict:
             out["compile_scan"] = extras.compile_scan(cfg, opts.compile_scan_model, opts.batch, n,
                                                       num_masked(n, opts.mask_fraction), log)
         except Exception as e:  # noqa: BLE001
-            out["compile_scan"] = _error(e, "compile-scan")
+            out["compile_scan"] = error_entry(e, "compile-scan")
     if "gather-count" in opts.extras:
         name = opts.hlo_model or opts.models[0]
         try:
             cfg = resolve_model(name).replace(dtype=opts.dtype)
             out["gather_counts"] = {"model": name, **extras.gather_counts(cfg, opts.impls, opts.hlo_seq_len, log)}
         except Exception as e:  # noqa: BLE001
-            out["gather_counts"] = _error(e, "gather-count")
+            out["gather_counts"] = error_entry(e, "gather-count")
     if "memory-curve" in opts.extras:
         try:
             cfg = resolve_model("deberta-v3-xsmall").replace(num_hidden_layers=opts.curve_layers, vocab_size=1024,
                                                              dtype=opts.dtype)
             out["memory_curve"] = extras.memory_curve(cfg, opts.impls, opts.curve_seq_lens, log)
         except Exception as e:  # noqa: BLE001
-            out["memory_curve"] = _error(e, "memory-curve")
+            out["memory_curve"] = error_entry(e, "memory-curve")
     return out
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
 
 
 def _results_path(result: dict, opts: BenchOptions) -> str:
@@ -407,32 +382,15 @@ def _set_matmul_peak(result: dict, peaks: list[float], opts: BenchOptions) -> No
 def write_partial(result: dict, opts: BenchOptions) -> None:
     """The cases measured so far to <results>.partial.json (atomically), so that a crash or a stop mid-run keeps
     them; the final write removes it."""
-    path = os.path.splitext(_results_path(result, opts))[0] + ".partial.json"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(_jsonable(result), f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_json(result, os.path.splitext(_results_path(result, opts))[0] + ".partial.json")
 
 
 def write_outputs(result: dict, opts: BenchOptions, log) -> None:
     path = _results_path(result, opts)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     stem = os.path.splitext(path)[0]
-    result["outputs"] = {"json": path, "table": stem + ".md"}
-    if opts.plots:
-        try:
-            result["outputs"]["times_plot"] = plot_times(result, stem + "_times.png")
-            curve = result.get("extras", {}).get("memory_curve")
-            if curve and "impls" in curve:
-                result["outputs"]["memory_curve_plot"] = plot_memory_curve(curve, stem + "_memory_curve.png")
-        except Exception as e:  # noqa: BLE001
-            result["outputs"]["plot_error"] = f"{type(e).__name__}: {e}"
-            log(f"plot ERROR: {result['outputs']['plot_error']}")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(_jsonable(result), f, indent=1)
-        f.write("\n")
-    with open(stem + ".md", "w", encoding="utf-8") as f:
-        f.write(markdown_table(result))
+    outputs = write_result_files(result, path, plots=opts.plots)
+    if "plot_error" in outputs:
+        log(f"plot ERROR: {outputs['plot_error']}")
     if os.path.exists(stem + ".partial.json"):
         os.remove(stem + ".partial.json")
     if result["cases"]:

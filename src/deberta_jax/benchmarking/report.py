@@ -1,8 +1,13 @@
-"""Statistics, ratios, the printed / markdown table and the plots of a benchmark result."""
+"""Statistics, ratios, error entries, the printed / markdown table, the plots and the files of a benchmark result."""
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import traceback
+
+import numpy as np
 
 PEER_FAMILIES = ("transformers", "keras-hub")
 
@@ -10,6 +15,19 @@ PEER_FAMILIES = ("transformers", "keras-hub")
 def time_stats(times: list[float]) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
             "mean_s": statistics.fmean(times), "reps": len(times)}
+
+
+def error_entry(e: BaseException, stage: str) -> dict:
+    """The entry of a measurement that raised at `stage` (called inside the `except` block)."""
+    return {"status": "error", "stage": stage, "error": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc().splitlines()[-5:]}
+
+
+def not_wired_entry(what: str, baseline: str) -> dict:
+    """The entry of a setting that lowers to its baseline's program: accepted by the config, not implemented."""
+    return {"status": "error", "stage": "wiring",
+            "error": f"{what} lowers to exactly the same program as {baseline}: not wired into the model yet "
+                     "(nothing to measure)"}
 
 
 def _pair(ours: dict, peer: dict) -> dict:
@@ -70,10 +88,10 @@ def table_rows(result: dict) -> list[list[str]]:
                 continue
             ratio = ""
             if baseline and name != baseline:
-                b = case["implementations"][baseline]
-                ratio = f"{e['median_s'] / b['median_s']:.2f}"
-                if len(e.get("times_s") or []) == len(b.get("times_s") or []) > 1:
-                    ratio += f" ({statistics.median(x / y for x, y in zip(e['times_s'], b['times_s'])):.2f})"
+                pair = _pair(e, case["implementations"][baseline])
+                ratio = f"{pair['time_ratio']:.2f}"
+                if len(e.get("times_s") or []) > 1 and "paired_time_ratio_median" in pair:
+                    ratio += f" ({pair['paired_time_ratio_median']:.2f})"
             check = case.get("numeric_check", {}).get("results", {}).get(name, {})
             check_txt = (f"{check['max_abs']:.1e}" if "max_abs" in check else "")
             mem = e.get("memory", {})
@@ -243,27 +261,59 @@ def plot_memory_curve(curve: dict, path: str) -> str | None:
     return path
 
 
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def write_json(result: dict, path: str) -> None:
+    """`result` as JSON at `path`, atomically (a crash mid-write leaves the previous file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(_jsonable(result), f, indent=1)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+
+
+def write_result_files(result: dict, path: str, plots: bool = True) -> dict:
+    """The plots (times; the memory curve when measured), the JSON at `path` and its markdown table beside it.
+
+    Returns what was written, also recorded in the JSON as `result["outputs"]`; a plot that fails is recorded there
+    as `plot_error` and does not cost the JSON.
+    """
+    stem = os.path.splitext(path)[0]
+    outputs = {"json": path, "table": stem + ".md"}
+    if plots:
+        try:
+            outputs["times_plot"] = plot_times(result, stem + "_times.png")
+            curve = result.get("extras", {}).get("memory_curve")
+            if curve and "impls" in curve:
+                outputs["memory_curve_plot"] = plot_memory_curve(curve, stem + "_memory_curve.png")
+        except Exception as e:  # noqa: BLE001
+            outputs["plot_error"] = f"{type(e).__name__}: {e}"
+    result["outputs"] = outputs
+    write_json(result, path)
+    with open(stem + ".md", "w", encoding="utf-8") as f:
+        f.write(markdown_table(result))
+    return outputs
+
+
 def rebuild(path: str) -> dict:
     """Recomputes ratios, throughput, the table and the plots of a results JSON (e.g. after changing this module)."""
-    import json
-    import os
-
     with open(path, encoding="utf-8") as f:
         result = json.load(f)
     for case in result["cases"]:
         if "implementations" in case:
             case["ratios"] = ratios(case["implementations"])
     add_throughput(result)
-    stem = os.path.splitext(path)[0]
-    plot_times(result, stem + "_times.png")
-    curve = result.get("extras", {}).get("memory_curve")
-    if curve and "impls" in curve:
-        plot_memory_curve(curve, stem + "_memory_curve.png")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
-    with open(stem + ".md", "w", encoding="utf-8") as f:
-        f.write(markdown_table(result))
+    write_result_files(result, path)
     return result
 
 

@@ -137,12 +137,20 @@ class JitRunner(Runner):
     def train_step(self):
         raise NotImplementedError
 
+    def memory(self) -> dict:
+        return {"compiled": compiled_memory(self.compiled)}
+
+    def xla_flops(self) -> float | None:
+        from deberta_jax.training.throughput import compiled_flops
+
+        return compiled_flops(self.compiled)
+
 
 class OursRunner(JitRunner):
     family = "ours"
 
     def __init__(self, case: Case, hf_state: dict, impl: str, scan: bool, shared: OursShared | None = None):
-        super().__init__(case, f"ours[{impl}{',scan' if scan else ''}]")
+        super().__init__(case, spec_name({"family": "ours", "impl": impl, "scan": scan}))
         self.hf_state = hf_state
         self.impl, self.scan = impl, scan
         self.shared = shared or OursShared()
@@ -230,17 +238,6 @@ class OursRunner(JitRunner):
         return np.asarray(logits(self.params, self.inputs["input_ids"], self.inputs["attention_mask"],
                                  self.inputs["masked_positions"]), np.float32)
 
-    def memory(self) -> dict:
-        return {"compiled": compiled_memory(self.compiled)}
-
-    def xla_flops(self) -> float | None:
-        from deberta_jax.training.throughput import compiled_flops
-
-        return compiled_flops(self.compiled)
-
-    def hlo_text(self) -> str:
-        return self.compiled.as_text()
-
 
 # ----------------------------------------------------------------------------------------------------- torch
 def torch_device():
@@ -268,7 +265,7 @@ class TorchRunner(Runner):
     family = "transformers"
 
     def __init__(self, case: Case, hf_state: dict, compiled: bool, shared: TorchShared | None = None):
-        super().__init__(case, "transformers-compile" if compiled else "transformers-eager")
+        super().__init__(case, spec_name({"family": "transformers", "compiled": compiled}))
         self.hf_state = hf_state
         self.use_compile = compiled
         self.shared = shared or TorchShared()
@@ -536,14 +533,6 @@ class KerasRunner(JitRunner):
             return np.asarray(self.compiled(*self.args), np.float32)
         tv, ntv, _ = self.state
         return np.asarray(self.eval_logits(tv, ntv, self.batch[0]), np.float32)
-
-    def memory(self) -> dict:
-        return {"compiled": compiled_memory(self.compiled)}
-
-    def xla_flops(self) -> float | None:
-        from deberta_jax.training.throughput import compiled_flops
-
-        return compiled_flops(self.compiled)
 
 
 # ----------------------------------------------------------------------------------------------------- specs

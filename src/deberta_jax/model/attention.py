@@ -266,19 +266,26 @@ class DisentangledSelfAttention(nn.Module):
             return relative_embedding_index(*args)
         return relative_offset_rows(*args)
 
+    @staticmethod
+    def _per_offset_tables(pos_key, pos_query, rows):
+        """The c2p table in DESCENDING and the p2c table in ASCENDING offset order, each [Q + K - 1, H, D] or None."""
+        return (None if pos_key is None else expand_to_offsets(pos_key, rows[::-1]),
+                None if pos_query is None else expand_to_offsets(pos_query, rows))
+
     def _dense_scores(self, query, key, pos_key, pos_query, rows):
         """Unscaled c2c + c2p + p2c, fp32 [B, H, Q, K], with the gather ("reference") or the skew."""
         scores = content_to_content(query, key)
         if self.config.attention_impl == "reference":
             if pos_key is not None:
-                scores = scores + content_to_position(query, pos_key, jnp.asarray(rows))
+                scores = scores + content_to_position(query, pos_key, rows)
             if pos_query is not None:
-                scores = scores + position_to_content(key, pos_query, jnp.asarray(rows))
+                scores = scores + position_to_content(key, pos_query, rows)
             return scores
-        if pos_key is not None:
-            scores = scores + content_to_position_skew(query, expand_to_offsets(pos_key, rows[::-1]), key.shape[1])
-        if pos_query is not None:
-            scores = scores + position_to_content_skew(key, expand_to_offsets(pos_query, rows), query.shape[1])
+        c2p_table, p2c_table = self._per_offset_tables(pos_key, pos_query, rows)
+        if c2p_table is not None:
+            scores = scores + content_to_position_skew(query, c2p_table, key.shape[1])
+        if p2c_table is not None:
+            scores = scores + position_to_content_skew(key, p2c_table, query.shape[1])
         return scores
 
     def _fused_context(self, query, key, value, pos_key, pos_query, rows, attention_mask, deterministic):
@@ -287,8 +294,7 @@ class DisentangledSelfAttention(nn.Module):
         if attention_mask.ndim != 2:
             raise ValueError(f"attention_impl={cfg.attention_impl!r} takes a [batch, seq] token mask; got shape "
                              f"{attention_mask.shape} (a [batch, query, key] mask needs 'reference' or 'skew')")
-        c2p_table = None if pos_key is None else expand_to_offsets(pos_key, rows[::-1])
-        p2c_table = None if pos_query is None else expand_to_offsets(pos_query, rows)
+        c2p_table, p2c_table = self._per_offset_tables(pos_key, pos_query, rows)
         rate = cfg.attention_probs_dropout_prob
         seed = None
         if not deterministic and rate > 0:
