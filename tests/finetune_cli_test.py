@@ -121,5 +121,8 @@ def test_published_recipes_load():
     sift = load_glue_recipe("mnli", "deberta-v3-small-sift")
     assert sift["sift"] is True and sift["sift_weight"] == 5.0
     FinetuneConfig(task="mnli", model="m", **recipe)
-    with pytest.raises(ValueError, match="no published recipe"):
+    with pytest.raises(ValueError, match="no published recipe.*ours.*tiny-cpu"):
         load_glue_recipe("rte", "deberta-v3-nonexistent")
+    tiny = load_glue_recipe("rte", "tiny-cpu")  # ours: the same settings for every task
+    assert tiny == load_glue_recipe("sst2", "tiny-cpu") and not any(k.startswith("_") for k in tiny)
+    FinetuneConfig(task="rte", model="m", **tiny)

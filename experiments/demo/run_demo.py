@@ -1,8 +1,19 @@
-"""The end-to-end demo behind `make demo`: pretrain a tiny DeBERTa-v3 (RTD + GDES) on the bundled KJV corpus,
-fine-tune it on a small real labelled dataset (VADER movie-review snippets, binary sentiment, SST-2 layout), and
-report the validation accuracy, throughput and where everything was written (results/demo.json and demo.png).
+"""The end-to-end demo behind `make demo`: pretrain a tiny DeBERTa-v3 (RTD + GDES) on CPU, fine-tune its
+discriminator on a small real labelled dataset (VADER movie-review snippets, binary sentiment, SST-2 layout), and
+judge the pretraining downstream, against baselines run in the same process:
 
-    python experiments/demo/run_demo.py [--pretrain-steps 300] [--epochs 2] [--workdir /tmp/deberta-jax-demo]
+- majority class;
+- TF-IDF + logistic regression (scikit-learn);
+- the same model exported after 1 pretraining step (random init, same tokenizer), fine-tuned the same way.
+
+Both DeBERTa arms are fine-tuned with `finetune --recipe tiny-cpu` over several seeds. The pretraining corpus is
+the bundled KJV plus the demo task's train sentences without their labels (task-adaptive pretraining: the dev
+sentences are never seen before evaluation); `--corpus kjv` leaves the task text out.
+
+Results go to WORKDIR/results/demo.{json,png}; `--update-results` also writes the committed copy in
+experiments/demo/results/.
+
+    python experiments/demo/run_demo.py [--pretrain-steps 1800] [--seeds 3] [--workdir /tmp/deberta-jax-demo]
     python experiments/demo/run_demo.py --plot-only   # redraw results/demo.png from the committed demo.json
 """
 
@@ -10,115 +21,140 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from datetime import datetime, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.normpath(os.path.join(HERE, "..", "data", "vader_movies"))
-RESULTS = os.path.join(HERE, "results", "demo.json")
+COMMITTED = os.path.join(HERE, "results", "demo.json")
 sys.path.insert(0, os.path.dirname(HERE))
+from downstream import finetune_export, majority_accuracy, seed_summary, tfidf_accuracy, write_task_corpus  # noqa: E402
 from plotting import pyplot, redraw, save  # noqa: E402
 
 
-def majority_accuracy() -> float:
-    from deberta_jax.data.glue import get_task, load_split
+def run_pretraining(workdir: str, steps: int, corpus: list) -> dict:
+    from deberta_jax.pretraining.config import load_pretrain_config
+    from deberta_jax.pretraining.train import pretrain
 
-    labels = [e.label for e in load_split(get_task("sst2"), DATA, "validation")]
-    return max(labels.count(0), labels.count(1)) / len(labels)
+    cfg = load_pretrain_config("tiny_cpu", [f"steps={steps}", f"checkpoint_every={steps}",
+                                            "corpus=" + json.dumps(corpus)])
+    return pretrain(cfg, workdir, resume=os.path.exists(os.path.join(workdir, "checkpoints")))
 
 
 def plot(result: dict, path: str) -> None:
-    """Validation accuracy against the majority class; the pretraining loss and each evaluation where the JSON
-    holds them (runs before 2026-11-24 recorded final numbers only, shown as text)."""
+    """Pretraining curves (generator MLM accuracy, discriminator accuracy against calling everything original) and
+    dev accuracy of every arm beside the baselines (one dot per fine-tuning seed)."""
     plt = pyplot()
-    curves = "pretrain_history" in result and "finetune_evaluations" in result
-    fig, axes = plt.subplots(1, 3 if curves else 2, figsize=(14 if curves else 10, 4.2))
-    majority = result["majority_class_accuracy"]
-    values = [majority, result["finetune_validation_accuracy"]]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    history = result["pretrain_history"]
+    steps = [r["step"] for r in history]
     ax = axes[0]
-    ax.bar(["majority class", f"fine-tuned\n(best: step {result['finetune_best_step']})"], values,
-           color=["grey", "tab:blue"])
-    for x, v in enumerate(values):
-        ax.text(x, v, f"{v:.3f}", ha="center", va="bottom")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("VADER movie reviews, dev split (binary sentiment)", fontsize=9)
-    if curves:
-        history, evals = result["pretrain_history"], result["finetune_evaluations"]
-        axes[1].plot([r["step"] for r in history], [r["loss"] for r in history])
-        axes[1].set(xlabel="step", ylabel="training loss", title="pretraining tiny_cpu (RTD + GDES)")
-        axes[2].plot([e["step"] for e in evals], [e["validation"]["accuracy"] for e in evals], "o-",
-                     label="fine-tuned")
-        axes[2].axhline(majority, color="grey", ls=":", label="majority class")
-        axes[2].set(xlabel="fine-tuning step", ylabel="validation accuracy", title="fine-tuning evaluations")
-        axes[2].legend(fontsize=8)
-    else:
-        p = result["pretrain_final"]
-        axes[1].axis("off")
-        axes[1].text(0, 0.5, "\n".join([
-            f"pretraining tiny_cpu (RTD + GDES): {result['pretrain_steps']} steps, "
-            f"{result['pretrain_seconds'] / 60:.1f} min",
-            f"  final loss {p['loss']:.2f}, generator MLM accuracy {p['mlm_accuracy']:.3f},",
-            f"  RTD accuracy {p['rtd_accuracy']:.3f}, {p['tokens_per_second']:,.0f} tokens/s, MFU {p['mfu']:.0%}",
-            f"fine-tuning: {result['finetune_steps']} steps, {result['finetune_steps_per_second']} steps/s, "
-            f"{result['finetune_seconds'] / 60:.1f} min",
-            "", "(this demo.json holds final numbers only, no curves)"]), va="center", fontsize=9)
-    fig.suptitle(f"make demo ({result.get('date_utc', 'date not in the JSON')}, {result['machine']})", fontsize=10)
+    ax.plot(steps, [r["mlm_accuracy"] for r in history], label="generator MLM accuracy")
+    ax.axhline(0.25, color="tab:blue", ls=":", lw=1, label="target 0.25")
+    ax.set(xlabel="pretraining step", ylabel="accuracy", title="generator (masked positions)", ylim=(0, 1))
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ax.plot(steps, [r["rtd_accuracy"] for r in history], label="discriminator accuracy")
+    ax.plot(steps, [1 - r["replaced_fraction"] for r in history], color="grey", ls=":",
+            label="all 'original' (trivial)")
+    ax.set(xlabel="pretraining step", ylabel="accuracy", title="discriminator (replaced-token detection)")
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    bars = [("majority\nclass", result["baselines"]["majority_class"], None),
+            ("TF-IDF + LR\n(word 1-2g)", result["baselines"]["tfidf_logreg"]["word_1_2gram"], None),
+            ("1-step export\n(from scratch)", result["from_scratch"]["median_best_accuracy"],
+             result["from_scratch"]["best_accuracies"]),
+            ("pretrained\nexport", result["pretrained"]["median_best_accuracy"],
+             result["pretrained"]["best_accuracies"])]
+    colors = ["grey", "tab:green", "tab:orange", "tab:blue"]
+    for x, (name, value, seeds) in enumerate(bars):
+        ax.bar(x, value, color=colors[x], alpha=0.8)
+        ax.text(x, value + 0.01, f"{value:.3f}", ha="center", va="bottom", fontsize=9)
+        if seeds:
+            ax.plot([x] * len(seeds), seeds, "k.", ms=6)
+    ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
+    ax.set(ylim=(0.4, 0.9), ylabel="dev accuracy (median of seeds; dots: each seed)",
+           title="VADER movie reviews, dev split (binary sentiment)")
+    fig.suptitle(f"make demo ({result['date_utc']}, {result['machine']}): pretraining {result['pretrain_steps']} "
+                 f"steps in {result['pretrain_seconds'] / 60:.1f} min on {result['corpus_name']}", fontsize=10)
     save(fig, path)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pretrain-steps", type=int, default=300)
-    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--pretrain-steps", type=int, default=None, help="default: the tiny_cpu recipe's steps")
+    parser.add_argument("--epochs", type=float, default=None, help="default: the tiny-cpu fine-tuning recipe's")
+    parser.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per arm")
+    parser.add_argument("--corpus", choices=("kjv+task", "kjv"), default="kjv+task",
+                        help="pretraining text: KJV plus the task's unlabeled train sentences, or KJV alone")
     parser.add_argument("--workdir", default="/tmp/deberta-jax-demo")
-    parser.add_argument("--plot-only", action="store_true", help="redraw demo.png from the existing demo.json and exit")
+    parser.add_argument("--update-results", action="store_true",
+                        help="also write the committed experiments/demo/results/demo.{json,png}")
+    parser.add_argument("--plot-only", action="store_true", help="redraw demo.png from the committed demo.json")
     args = parser.parse_args()
-    png = os.path.splitext(RESULTS)[0] + ".png"
     if args.plot_only:
-        return redraw(plot, RESULTS, png)
+        return redraw(plot, COMMITTED, os.path.splitext(COMMITTED)[0] + ".png")
+    if args.seeds < 1:
+        parser.error("--seeds must be >= 1")
 
-    from deberta_jax.finetuning.train import FinetuneConfig, finetune
     from deberta_jax.pretraining.config import load_pretrain_config
-    from deberta_jax.pretraining.train import pretrain
 
-    pre_dir, ft_dir = os.path.join(args.workdir, "pretrain"), os.path.join(args.workdir, "finetune")
+    steps = args.pretrain_steps or load_pretrain_config("tiny_cpu").steps
+    kjv = list(load_pretrain_config("tiny_cpu").corpus)
+    corpus = kjv + ([write_task_corpus(os.path.join(args.workdir, "corpus", "task_train.txt"))]
+                    if args.corpus == "kjv+task" else [])
+    pre_dir, scratch_dir = os.path.join(args.workdir, "pretrain"), os.path.join(args.workdir, "scratch")
 
-    print(f"[1/2] pretraining tiny_cpu (RTD + GDES) for {args.pretrain_steps} steps -> {pre_dir}")
+    print(f"[1/4] pretraining tiny_cpu (RTD + GDES) for {steps} steps on {args.corpus} -> {pre_dir}")
     t0 = time.perf_counter()
-    cfg = load_pretrain_config("tiny_cpu", [f"steps={args.pretrain_steps}",
-                                            f"checkpoint_every={args.pretrain_steps}"])
-    resume = os.path.exists(os.path.join(pre_dir, "checkpoints"))
-    pre = pretrain(cfg, pre_dir, resume=resume)
+    pre = run_pretraining(pre_dir, steps, corpus)
     pre_seconds = time.perf_counter() - t0
 
-    print(f"[2/2] fine-tuning the discriminator on VADER movie reviews (sst2 layout) -> {ft_dir}")
+    print(f"[2/4] the same model after 1 step (from-scratch baseline, same tokenizer) -> {scratch_dir}")
+    os.makedirs(scratch_dir, exist_ok=True)
+    if not os.path.exists(os.path.join(scratch_dir, "tokenizer")):
+        shutil.copytree(os.path.join(pre_dir, "tokenizer"), os.path.join(scratch_dir, "tokenizer"))
+    run_pretraining(scratch_dir, 1, corpus)
+
+    print("[3/4] baselines: majority class, TF-IDF + logistic regression")
+    baselines = {"majority_class": majority_accuracy(), "tfidf_logreg": tfidf_accuracy()}
+
+    arms = {}
     t0 = time.perf_counter()
-    ft_cfg = FinetuneConfig(task="sst2", model=os.path.join(pre_dir, "export", "discriminator"), data=DATA,
-                            max_length=64, batch_size=32, epochs=args.epochs, learning_rate=1e-4,
-                            warmup_ratio=0.1, eval_every=0)
-    ft = finetune(ft_cfg, ft_dir, resume=os.path.exists(os.path.join(ft_dir, "checkpoints")))
+    for arm, source in (("pretrained", pre_dir), ("from_scratch", scratch_dir)):
+        runs = []
+        for seed in range(args.seeds):
+            print(f"[4/4] fine-tuning the {arm} discriminator, seed {seed}")
+            runs.append(finetune_export(os.path.join(source, "export", "discriminator"),
+                                       os.path.join(args.workdir, f"finetune_{arm}_seed{seed}"), seed, args.epochs))
+        arms[arm] = seed_summary(runs)
     ft_seconds = time.perf_counter() - t0
 
+    final = pre["final"]
     result = {
         "machine": platform.machine(), "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "pretrain_steps": args.pretrain_steps,
-        "pretrain_final": {k: pre["final"].get(k) for k in ("loss", "mlm_accuracy", "rtd_accuracy",
-                                                            "tokens_per_second", "mfu")},
-        "pretrain_seconds": round(pre_seconds, 1),
-        "finetune_validation_accuracy": ft["best"]["metrics"]["validation"]["accuracy"],
-        "finetune_best_step": ft["best"]["step"], "finetune_steps": ft["steps"],
-        "finetune_steps_per_second": round(ft["steps_per_second"], 3), "finetune_seconds": round(ft_seconds, 1),
-        "majority_class_accuracy": majority_accuracy(), "export": ft["export"],
-        "pretrain_history": pre["history"], "finetune_evaluations": ft["evaluations"],
+        "command": "python experiments/demo/run_demo.py " + " ".join(sys.argv[1:]),
+        "corpus_name": args.corpus, "pretrain_steps": steps, "pretrain_seconds": round(pre_seconds, 1),
+        "pretrain_final": {k: final.get(k) for k in ("loss", "mlm_accuracy", "rtd_accuracy", "replaced_fraction",
+                                                     "tokens_per_second", "mfu")},
+        "baselines": baselines, **arms,
+        "gain_over_from_scratch": arms["pretrained"]["median_best_accuracy"]
+        - arms["from_scratch"]["median_best_accuracy"],
+        "finetune_seconds": round(ft_seconds, 1), "pretrain_history": pre["history"],
     }
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-    plot(result, png)
-    print(json.dumps({k: v for k, v in result.items() if k not in ("pretrain_history", "finetune_evaluations")},
-                     indent=2))
+    out_dir = os.path.join(args.workdir, "results")
+    targets = [os.path.join(out_dir, "demo.json")] + ([COMMITTED] if args.update_results else [])
+    for path in targets:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+        os.replace(path + ".tmp", path)
+        plot(result, os.path.splitext(path)[0] + ".png")
+    shown = {k: v for k, v in result.items() if k not in ("pretrain_history", "pretrained", "from_scratch")}
+    shown.update({arm: arms[arm]["best_accuracies"] for arm in arms})
+    print(json.dumps(shown, indent=2))
+    print(f"results: {', '.join(targets)}")
     return 0
 
 

@@ -16,7 +16,8 @@ V2 = "deberta-v2"
 _MODEL_TYPES = (V1, V2)
 _POS_ATT_TYPES = ("c2p", "p2c")
 _NORM_REL_EBD = ("none", "layer_norm")
-_DTYPES = ("float32", "bfloat16", "float16")
+# float64 (under jax_enable_x64) is for checks against a float64 reference: attention and losses then run in it.
+_DTYPES = ("float32", "bfloat16", "float16", "float64")
 # "reference" gathers c2p/p2c with take_along_axis like transformers; "skew" is the same dense math without a
 # gather; "chunked" (pure JAX) and "pallas" (kernel) never materialise the [B, H, N, N] scores.
 ATTENTION_IMPLS = ("reference", "skew", "chunked", "pallas")

@@ -78,16 +78,23 @@ class FinetuneConfig:
 
 
 GLUE_RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "experiments", "glue", "recipes.json")
+OUR_RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "experiments", "glue", "our_recipes.json")
 
 
-def load_glue_recipe(task: str, name: str, path: str = GLUE_RECIPES) -> dict:
-    """FinetuneConfig fields of a published recipe (microsoft/DeBERTa's GLUE scripts) for `task` and model `name`."""
+def load_glue_recipe(task: str, name: str, path: str = GLUE_RECIPES, ours: str = OUR_RECIPES) -> dict:
+    """FinetuneConfig fields of recipe `name` for `task`: microsoft/DeBERTa's published settings per task and model
+    (`path`), or one of our task-independent recipes (`ours`, e.g. "tiny-cpu" for models pretrained here)."""
+    with open(ours, encoding="utf-8") as f:
+        our_recipes = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
     with open(path, encoding="utf-8") as f:
         recipes = json.load(f)
     key = get_task(task).name
+    if name in our_recipes:
+        return {k: v for k, v in our_recipes[name].items() if not k.startswith("_")}
     if key not in recipes or name not in recipes[key]:
         known = sorted(recipes.get(key, {}))
-        raise ValueError(f"no published recipe {name!r} for task {key!r}; known: {known}")
+        raise ValueError(f"no published recipe {name!r} for task {key!r}; published: {known}; "
+                         f"ours (any task): {sorted(our_recipes)}")
     return dict(recipes[key][name])
 
 

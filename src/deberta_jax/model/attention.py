@@ -19,6 +19,11 @@ from deberta_jax.model.relative_positions import relative_embedding_index, relat
 _F32 = jnp.float32
 
 
+def _acc(x: jnp.ndarray):
+    """Accumulation dtype for scores: fp32, or the inputs' own dtype when wider (float64)."""
+    return jnp.promote_types(x.dtype, _F32)
+
+
 def content_to_content(query: jnp.ndarray, key: jnp.ndarray) -> jnp.ndarray:
     """c2c[b, h, i, j] = Q_i · K_j, accumulated in fp32.
 
@@ -27,7 +32,7 @@ def content_to_content(query: jnp.ndarray, key: jnp.ndarray) -> jnp.ndarray:
     Returns:
       fp32 [B, H, Q, K].
     """
-    return jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=_F32)
+    return jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=_acc(query))
 
 
 def _heads_to_batch_major(scores: jnp.ndarray) -> jnp.ndarray:
@@ -51,7 +56,7 @@ def content_to_position(query: jnp.ndarray, pos_key: jnp.ndarray, rel_index: jnp
     Returns:
       fp32 [B, H, Q, K].
     """
-    scores = jnp.einsum("bqhd,rhd->hbqr", query, pos_key, preferred_element_type=_F32)
+    scores = jnp.einsum("bqhd,rhd->hbqr", query, pos_key, preferred_element_type=_acc(query))
     index = jnp.broadcast_to(rel_index, scores.shape[:2] + rel_index.shape)
     return _heads_to_batch_major(jnp.take_along_axis(scores, index, axis=-1))
 
@@ -67,7 +72,7 @@ def position_to_content(key: jnp.ndarray, pos_query: jnp.ndarray, rel_index: jnp
     Returns:
       fp32 [B, H, Q, K].
     """
-    scores = jnp.einsum("bkhd,rhd->hbkr", key, pos_query, preferred_element_type=_F32)
+    scores = jnp.einsum("bkhd,rhd->hbkr", key, pos_query, preferred_element_type=_acc(key))
     index_t = rel_index.T
     gathered = jnp.take_along_axis(scores, jnp.broadcast_to(index_t, scores.shape[:2] + index_t.shape), axis=-1)
     return _heads_to_batch_major(jnp.swapaxes(gathered, -1, -2))
@@ -127,7 +132,7 @@ def content_to_position_skew(query: jnp.ndarray, pos_key_by_offset: jnp.ndarray,
     Returns:
       fp32 [B, H, Q, K], equal to `content_to_position`.
     """
-    scores = jnp.einsum("bqhd,ohd->hbqo", query, pos_key_by_offset, preferred_element_type=_F32)
+    scores = jnp.einsum("bqhd,ohd->hbqo", query, pos_key_by_offset, preferred_element_type=_acc(query))
     return _heads_to_batch_major(diagonal_skew(scores, key_size))
 
 
@@ -140,7 +145,7 @@ def position_to_content_skew(key: jnp.ndarray, pos_query_by_offset: jnp.ndarray,
     Returns:
       fp32 [B, H, Q, K], equal to `position_to_content`.
     """
-    scores = jnp.einsum("bkhd,ohd->hbko", key, pos_query_by_offset, preferred_element_type=_F32)
+    scores = jnp.einsum("bkhd,ohd->hbko", key, pos_query_by_offset, preferred_element_type=_acc(key))
     return _heads_to_batch_major(jnp.swapaxes(diagonal_skew(scores, query_size), -1, -2))
 
 
@@ -150,14 +155,14 @@ def score_scale(head_dim: int, pos_att_type: tuple[str, ...]) -> float:
 
 
 def masked_softmax(scores: jnp.ndarray, pair_mask: jnp.ndarray) -> jnp.ndarray:
-    """Softmax over keys in fp32 with masked scores set to the fp32 minimum.
+    """Softmax over keys in fp32 (float64 for float64 scores) with masked scores set to that dtype's minimum.
 
     A query row with every key masked comes out uniform, exactly as in the reference.
 
     Args:
       scores: fp32 [B, H, Q, K]; pair_mask: bool [B, 1, Q, K].
     """
-    scores = jnp.where(pair_mask, scores, jnp.finfo(_F32).min)
+    scores = jnp.where(pair_mask, scores, jnp.finfo(scores.dtype).min)
     return nn.softmax(scores, axis=-1)
 
 
@@ -340,7 +345,7 @@ class DisentangledSelfAttention(nn.Module):
         scores = self._dense_scores(query, key, pos_key, pos_query, rows)
         scores = scores / score_scale(cfg.head_dim, cfg.pos_att_type)
         if cfg.talking_head:
-            scores = jnp.moveaxis(self.head_logits_proj(jnp.moveaxis(scores, 1, -1)), -1, 1).astype(_F32)
+            scores = jnp.moveaxis(self.head_logits_proj(jnp.moveaxis(scores, 1, -1)), -1, 1).astype(_acc(scores))
         pair_mask, _ = expand_mask(attention_mask)
         probs = masked_softmax(scores, pair_mask)
         dropped = self.dropout(probs, deterministic=deterministic)

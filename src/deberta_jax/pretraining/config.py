@@ -42,8 +42,11 @@ class PretrainConfig:
     adam_b2: float = 0.999
     adam_eps: float = 1e-6
     clip_norm: float = 1.0
+    # rtd: clip the generator's and the discriminator's gradients each by its own norm (microsoft/DeBERTa's
+    # decoupled training); one global norm lets the rtd_weight-scaled discriminator gradient shrink the generator's.
+    decoupled_clipping: bool = True
     mask_prob: float = 0.15
-    max_ngram: int = 3
+    max_ngram: int = 1                      # longest masked span; microsoft/DeBERTa's RTD masks single tokens
     mesh_shape: tuple = (-1, 1, 1)          # (data, fsdp, tensor); one -1 takes the remaining devices
     dtype: str = "float32"                  # compute dtype; params stay float32
     remat: bool = False

@@ -6,15 +6,20 @@ import jax
 import jax.numpy as jnp
 
 
+def _at_least_f32(x):
+    """fp32, or float64 when x already is."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def masked_lm_loss(logits, labels, weights):
     """Weighted mean cross-entropy and accuracy over prediction slots.
 
     Args:
       logits: [B, M, vocab]; labels: int [B, M]; weights: [B, M] (0 for padding slots).
     Returns:
-      (loss, accuracy), fp32 scalars; 0 when no slot has weight.
+      (loss, accuracy), fp32 scalars (float64 for float64 logits); 0 when no slot has weight.
     """
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    logp = jax.nn.log_softmax(_at_least_f32(logits), axis=-1)
     nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
     weights = weights.astype(jnp.float32)
     total = jnp.maximum(weights.sum(), 1.0)
@@ -24,7 +29,7 @@ def masked_lm_loss(logits, labels, weights):
 
 def sample_replacements(rng, logits, temperature: float = 1.0):
     """Samples from the generator's full softmax; no gradient flows through sampling. [B, M, vocab] -> [B, M]."""
-    logits = jax.lax.stop_gradient(logits.astype(jnp.float32))
+    logits = jax.lax.stop_gradient(_at_least_f32(logits))
     return jax.random.categorical(rng, logits / temperature, axis=-1)
 
 
@@ -53,7 +58,7 @@ def rtd_loss(logits, labels, attention_mask):
     Args:
       logits: [B, N]; labels: {0, 1} [B, N]; attention_mask: [B, N].
     """
-    logits = logits.astype(jnp.float32)
+    logits = _at_least_f32(logits)
     mask = attention_mask.astype(jnp.float32)
     total = jnp.maximum(mask.sum(), 1.0)
     bce = jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))

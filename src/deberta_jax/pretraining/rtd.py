@@ -110,3 +110,15 @@ def export_discriminator_params(params) -> dict:
         embeddings["word_embeddings"] = {"embedding": table}
     disc["embeddings"] = embeddings
     return disc
+
+
+CLIP_GROUPS = ("generator", "discriminator")
+
+
+def clip_group_labels(params) -> dict:
+    """"generator" for the generator's params (its word table included), "discriminator" for the rest: with
+    `make_optimizer(..., clip_groups=(clip_group_labels, CLIP_GROUPS))` each half is clipped by its own norm, as
+    microsoft/DeBERTa's decoupled training clips each of its two optimizers, so the 50x RTD gradient does not
+    shrink the generator's steps."""
+    return {key: jax.tree_util.tree_map(lambda _: "generator" if key == "generator" else "discriminator", value)
+            for key, value in params.items()}

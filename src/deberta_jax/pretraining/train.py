@@ -24,7 +24,9 @@ from deberta_jax.model.modeling import DebertaForMaskedLM, DebertaModel
 from deberta_jax.pretraining.config import PretrainConfig
 from deberta_jax.pretraining.emd import DebertaForMLMPretraining
 from deberta_jax.pretraining.objectives import mlm_loss_fn, rtd_loss_fn
-from deberta_jax.pretraining.rtd import ReplacedTokenDetection, export_discriminator_params, generator_config
+from deberta_jax.pretraining.rtd import (
+    CLIP_GROUPS, ReplacedTokenDetection, clip_group_labels, export_discriminator_params, generator_config,
+)
 from deberta_jax.sharding.mesh import make_mesh
 from deberta_jax.sharding.rules import batch_sharding
 from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
@@ -86,6 +88,16 @@ def build_objective(cfg: PretrainConfig, config: DebertaConfig):
     gen = generator_config(config, cfg.generator_depth_ratio)
     model = ReplacedTokenDetection(gen, config, cfg.sharing)
     return model, rtd_loss_fn(model, cfg.rtd_weight, cfg.temperature), (init_ids,), "rtd"
+
+
+def pretrain_optimizer(cfg: PretrainConfig):
+    """(OptimizerConfig, optax optimizer) of a run: AdamW with warmup + linear decay; for RTD with
+    `decoupled_clipping`, the generator and the discriminator clipped each by its own norm."""
+    opt_cfg = OptimizerConfig(learning_rate=cfg.learning_rate, warmup_steps=min(cfg.warmup_steps, cfg.steps),
+                              total_steps=cfg.steps, weight_decay=cfg.weight_decay, b1=cfg.adam_b1, b2=cfg.adam_b2,
+                              eps=cfg.adam_eps, clip_norm=cfg.clip_norm)
+    decoupled = cfg.objective == "rtd" and cfg.decoupled_clipping
+    return opt_cfg, make_optimizer(opt_cfg, clip_groups=(clip_group_labels, CLIP_GROUPS) if decoupled else None)
 
 
 class PretrainBatches:
@@ -167,10 +179,7 @@ def pretrain(cfg: PretrainConfig, workdir: str, resume: bool = False, progress: 
                          f"the {data_parallel} data-parallel devices of mesh {dict(mesh.shape)}")
     iterator = BatchIterator(dataset, cfg.batch_size, cfg.seed, process_index=jax.process_index(),
                              process_count=jax.process_count())
-    opt_cfg = OptimizerConfig(learning_rate=cfg.learning_rate, warmup_steps=min(cfg.warmup_steps, cfg.steps),
-                              total_steps=cfg.steps, weight_decay=cfg.weight_decay, b1=cfg.adam_b1, b2=cfg.adam_b2,
-                              eps=cfg.adam_eps, clip_norm=cfg.clip_norm)
-    optimizer = make_optimizer(opt_cfg)
+    opt_cfg, optimizer = pretrain_optimizer(cfg)
     state, shardings = create_train_state(model, init_args, optimizer, cfg.seed, mesh)
     start = 0
     if resume and checkpoints.latest_step() is not None:

@@ -77,12 +77,28 @@ def _scale_by_tree(factors) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def make_optimizer(cfg: OptimizerConfig, layer_factors=None) -> optax.GradientTransformation:
-    """`layer_factors` (from `layer_decay_factors`) scales each parameter's step when cfg.layer_decay != 1."""
+def clip_by_group_norm(max_norm: float, labels, names: tuple[str, ...]) -> optax.GradientTransformation:
+    """Clips each group of parameters to `max_norm` by the group's own global norm.
+
+    labels: params -> a tree of group names, one per leaf, from `names` (optax.multi_transform's labels).
+    """
+    return optax.multi_transform({name: optax.clip_by_global_norm(max_norm) for name in names}, labels)
+
+
+def make_optimizer(cfg: OptimizerConfig, layer_factors=None, clip_groups=None) -> optax.GradientTransformation:
+    """`layer_factors` (from `layer_decay_factors`) scales each parameter's step when cfg.layer_decay != 1;
+    `clip_groups` = (labels, names) clips each group by its own norm instead of one global norm (see
+    clip_by_group_norm)."""
     if cfg.layer_decay != 1.0 and layer_factors is None:
         raise ValueError("OptimizerConfig.layer_decay needs layer_factors (see layer_decay_factors)")
+    if cfg.clip_norm <= 0:
+        clip = optax.identity()
+    elif clip_groups is not None:
+        clip = clip_by_group_norm(cfg.clip_norm, *clip_groups)
+    else:
+        clip = optax.clip_by_global_norm(cfg.clip_norm)
     return optax.chain(
-        optax.clip_by_global_norm(cfg.clip_norm) if cfg.clip_norm > 0 else optax.identity(),
+        clip,
         optax.adamw(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                     weight_decay=cfg.weight_decay, mask=decay_mask),
         _scale_by_tree(layer_factors) if cfg.layer_decay != 1.0 else optax.identity(),

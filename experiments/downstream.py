@@ -1,0 +1,78 @@
+"""What the experiments share to judge a pretrained model downstream: the demo task (VADER movie-review snippets,
+binary sentiment, stored in GLUE's SST-2 layout), its baselines, and fine-tuning an export over seeds.
+
+Baselines run in the same process as the models they stand beside: the majority class of the train split, and
+TF-IDF + logistic regression (scikit-learn). Fine-tuning uses `finetune --recipe tiny-cpu` (experiments/glue/
+our_recipes.json); the dev accuracy of a run is that of its best evaluation, as `finetune` keeps and exports it.
+"""
+
+import os
+import statistics
+
+DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "vader_movies"))
+TASK = "sst2"  # the VADER snippets are stored in SST-2's layout
+
+
+def task_split(split: str):
+    """The demo task's examples of `split` ("train" or "validation")."""
+    from deberta_jax.data.glue import get_task, load_split
+
+    return load_split(get_task(TASK), DATA, split)
+
+
+def majority_accuracy() -> float:
+    """Dev accuracy of always answering the train split's most frequent label."""
+    train = [e.label for e in task_split("train")]
+    majority = max(set(train), key=train.count)
+    dev = [e.label for e in task_split("validation")]
+    return dev.count(majority) / len(dev)
+
+
+def tfidf_accuracy() -> dict:
+    """Dev accuracy of TF-IDF (sublinear tf) + logistic regression (C=10), on word 1-2-grams and char 2-5-grams."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    train, dev = task_split("train"), task_split("validation")
+    out = {}
+    for name, vectorizer in (("word_1_2gram", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
+                             ("char_2_5gram", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5),
+                                                             sublinear_tf=True))):
+        x_train = vectorizer.fit_transform([e.text_a for e in train])
+        classifier = LogisticRegression(C=10, max_iter=2000).fit(x_train, [e.label for e in train])
+        predictions = classifier.predict(vectorizer.transform([e.text_a for e in dev]))
+        out[name] = float((predictions == [e.label for e in dev]).mean())
+    return out
+
+
+def write_task_corpus(path: str) -> str:
+    """Writes the train split's sentences, one document each and without labels, as a pretraining corpus file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for example in task_split("train"):
+            f.write(example.text_a + "\n\n")
+    return path
+
+
+def finetune_export(model_dir: str, workdir: str, seed: int, epochs: float | None = None) -> dict:
+    """Fine-tunes the HF export in `model_dir` on the demo task with the tiny-cpu recipe (resuming a stopped run);
+    returns its best and final dev accuracy and every evaluation."""
+    from deberta_jax.finetuning.train import FinetuneConfig, finetune, load_glue_recipe
+
+    recipe = load_glue_recipe(TASK, "tiny-cpu")
+    if epochs is not None:
+        recipe["epochs"] = epochs
+    cfg = FinetuneConfig(task=TASK, model=model_dir, data=DATA, seed=seed, **recipe)
+    summary = finetune(cfg, workdir, resume=os.path.exists(os.path.join(workdir, "checkpoints")), progress=False)
+    return {"seed": seed, "best_accuracy": summary["best"]["metrics"]["validation"]["accuracy"],
+            "best_step": summary["best"]["step"],
+            "final_accuracy": summary["evaluations"][-1]["validation"]["accuracy"],
+            "steps": summary["steps"], "steps_per_second": round(summary["steps_per_second"], 3),
+            "evaluations": [{"step": e["step"], "accuracy": e["validation"]["accuracy"]}
+                            for e in summary["evaluations"]]}
+
+
+def seed_summary(runs: list) -> dict:
+    """Median and each seed's best dev accuracy of a list of `finetune_export` results."""
+    best = [r["best_accuracy"] for r in runs]
+    return {"median_best_accuracy": statistics.median(best), "best_accuracies": best, "runs": runs}
