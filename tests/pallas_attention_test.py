@@ -157,8 +157,13 @@ def test_rejects_bad_arguments():
 
 
 def _export(fn, args, platform):
-    return jax.export.export(jax.jit(fn), platforms=[platform], disabled_checks=[
-        jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(*args)
+    # Lowering Pallas for Triton needs the target GPU's compute capability. With no GPU present, jax >= 0.11 takes it
+    # from the abstract mesh's device (0.10 assumed sm_90); name the H200 (sm_90) that the GPU check runs on.
+    target = jax.sharding.AbstractDevice(device_kind="NVIDIA H200", num_cores=None, platform="gpu")
+    mesh = jax.sharding.AbstractMesh((1,), ("x",), abstract_device=target)
+    with jax.sharding.use_abstract_mesh(mesh):
+        return jax.export.export(jax.jit(fn), platforms=[platform], disabled_checks=[
+            jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(*args)
 
 
 def test_forward_and_backward_lower_to_triton_for_cuda():

@@ -15,7 +15,7 @@ import time
 from typing import Callable
 
 from deberta_jax.benchmarking.report import error_entry, not_wired_entry
-from deberta_jax.benchmarking.runners import compiled_memory, ours_forward_fn
+from deberta_jax.benchmarking.runners import compiled_memory, impl_overrides, ours_forward_fn
 
 Log = Callable[[str], None]
 
@@ -62,7 +62,7 @@ def gather_counts(cfg, impls: list[str], seq_len: int, log: Log) -> dict:
     for impl in ["reference"] + [i for i in impls if i != "reference"]:
         log(f"gather-count: attention_impl={impl} N={seq_len}")
         try:
-            fwd, grad, args = _forward_and_grad(cfg.replace(attention_impl=impl), 1, seq_len)
+            fwd, grad, args = _forward_and_grad(cfg.replace(**impl_overrides(impl)), 1, seq_len)
             lowered = fwd.lower(*args)
             text = lowered.as_text()
             if impl == "reference":
@@ -95,7 +95,7 @@ def memory_curve(cfg, impls: list[str], seq_lens: list[int], log: Log) -> dict:
     for impl in ["reference"] + [i for i in impls if i != "reference"]:
         rows = {}
         try:
-            fwd, _, args = _forward_and_grad(cfg.replace(attention_impl=impl), 1, min(seq_lens))
+            fwd, _, args = _forward_and_grad(cfg.replace(**impl_overrides(impl)), 1, min(seq_lens))
             text = fwd.lower(*args).as_text()
         except Exception as e:  # noqa: BLE001
             if impl in impls:
@@ -111,7 +111,7 @@ def memory_curve(cfg, impls: list[str], seq_lens: list[int], log: Log) -> dict:
         for n in seq_lens:
             log(f"memory-curve: attention_impl={impl} N={n} (compile only)")
             try:
-                _, grad, args = _forward_and_grad(cfg.replace(attention_impl=impl), 1, n)
+                _, grad, args = _forward_and_grad(cfg.replace(**impl_overrides(impl)), 1, n)
                 t0 = time.perf_counter()
                 compiled = grad.lower(*args).compile()
                 rows[str(n)] = {**compiled_memory(compiled), "compile_s": round(time.perf_counter() - t0, 2)}

@@ -46,6 +46,8 @@ NOTES = {
     "model_flops": "closed-form count of deberta_jax.benchmarking.flops (same FLOPs credited to every "
                    "implementation); xla_flops = XLA cost_analysis of the compiled program (ours, keras-hub)",
     "fraction_of_peak": "FLOP/s divided by matmul_peak.flops_per_s, measured in the same run on the same device",
+    "mfu": "model FLOP/s divided by device_peak.flops_per_s, the accelerator's dense datasheet rate in the run's "
+           "dtype (deberta_jax/benchmarking/device_peaks.py); absent on CPU and on unlisted devices",
     "memory": "compiled: XLA memory_analysis (arguments + outputs + temp - aliased); probe: fresh child process, "
               "peak RSS during one step (CPU) and device peaks (GPU), see deberta_jax/benchmarking/memory_probe.py",
     "ratios": "time_ratio = ours median / peer median (< 1: ours faster); speedup = its inverse",
@@ -288,6 +290,7 @@ def run(opts: BenchOptions, log=default_log) -> dict:
         f"{info['jax_devices']}, load {info['load_average_at_start']}")
     result = {"schema": SCHEMA, "machine_kind": kind, "machine": info, "options": dataclasses.asdict(opts),
               "notes": NOTES, "cases": [], "extras": {}}
+    result["device_peak"] = _device_peak(opts.dtype)
     log(f"matmul peak ({opts.dtype}, {opts.peak_size}^2)")
     peaks = [measure_peak(opts.dtype, opts.peak_size)]
     log(f"  {peaks[0] / 1e9:.1f} GFLOP/s")
@@ -368,6 +371,16 @@ def run_extras(opts: BenchOptions, log) -> dict:
 def _results_path(result: dict, opts: BenchOptions) -> str:
     suffix = "" if result["cases"] else "_extras"
     return opts.output or os.path.join(opts.results_dir, f"{result['machine_kind']}{suffix}.json")
+
+
+def _device_peak(dtype: str) -> dict | None:
+    """The datasheet peak of the default accelerator in `dtype` (None on CPU or for an unlisted device)."""
+    import jax
+
+    from deberta_jax.benchmarking.device_peaks import datasheet_peak
+
+    device = jax.devices()[0]
+    return None if device.platform == "cpu" else datasheet_peak(device.device_kind, dtype)
 
 
 def _set_matmul_peak(result: dict, peaks: list[float], opts: BenchOptions) -> None:

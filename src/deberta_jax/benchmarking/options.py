@@ -104,7 +104,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="forward (backbone, last hidden state) and/or train (MLM step with AdamW) (default: both); "
                         "'none' to run only --extras")
     g.add_argument("--impls", type=_csv, default=d.impls,
-                   help="our attention_impl values to time (default: reference,skew,chunked; pallas also accepted)")
+                   help="our attention_impl values to time (default: reference,skew,chunked; pallas also accepted); "
+                        "NAME:QxK also sets the tile sizes, e.g. pallas:32x32")
     g.add_argument("--scan-layers", type=_scan_flags, default=d.scan_layers,
                    help="our scan_layers settings: off, on or off,on (default: off,on)")
     g.add_argument("--families", type=_csv, default=d.families,

@@ -51,8 +51,10 @@ def ratios(implementations: dict) -> dict:
 
 
 def add_throughput(result: dict) -> None:
-    """Fills achieved FLOP/s and fractions of the measured matmul peak into every timed implementation."""
+    """Fills achieved FLOP/s and fractions of the measured matmul peak into every timed implementation, and the
+    MFU (model FLOP/s / the device's datasheet peak in the run's dtype) where that peak is known."""
     peak = result["matmul_peak"]["flops_per_s"]
+    datasheet = (result.get("device_peak") or {}).get("flops_per_s")
     for case in result["cases"]:
         flops = case.get("model_flops", {}).get("total")
         for entry in case.get("implementations", {}).values():
@@ -61,6 +63,8 @@ def add_throughput(result: dict) -> None:
             if flops:
                 entry["model_flops_per_s"] = flops / entry["median_s"]
                 entry["model_flops_fraction_of_peak"] = entry["model_flops_per_s"] / peak if peak else None
+                if datasheet:
+                    entry["mfu"] = entry["model_flops_per_s"] / datasheet
             if entry.get("xla_flops"):
                 entry["xla_flops_per_s"] = entry["xla_flops"] / entry["median_s"]
                 entry["xla_flops_fraction_of_peak"] = entry["xla_flops_per_s"] / peak if peak else None
@@ -101,10 +105,13 @@ def table_rows(result: dict) -> list[list[str]]:
                 mem_txt = f"{probe['peak_over_imports'] / 2 ** 20:.0f} MiB"
             elif "compiled" in mem and "peak_estimate" in mem["compiled"]:
                 mem_txt = f"{mem['compiled']['peak_estimate'] / 2 ** 20:.0f} MiB (xla)"
-            mfu = e.get("model_flops_fraction_of_peak")
+            fraction = e.get("model_flops_fraction_of_peak")
+            fraction_txt = f"{fraction:.1%}" if fraction is not None else "-"
+            if e.get("mfu") is not None:
+                fraction_txt += f" (MFU {e['mfu']:.1%})"
             rows.append([label, name, _fmt_s(e.get("compile_s") or e.get("first_call_s")),
                          f"{_fmt_s(e['median_s'])} [{_fmt_s(e['min_s'])}-{_fmt_s(e['max_s'])}]", ratio,
-                         f"{mfu:.1%}" if mfu is not None else "-", mem_txt, check_txt, ""])
+                         fraction_txt, mem_txt, check_txt, ""])
     return rows
 
 
@@ -163,6 +170,11 @@ def markdown_table(result: dict) -> str:
         lines.append("")
     peak = result["matmul_peak"]
     lines.append(f"Matmul peak ({peak['dtype']}, {peak['size']}^2): {peak['flops_per_s'] / 1e9:.1f} GFLOP/s.")
+    device_peak = result.get("device_peak")
+    if device_peak:
+        lines[-1] += (f" MFU = model FLOP/s / the {device_peak['device_kind']} datasheet peak in "
+                      f"{device_peak['dtype']}, {device_peak['flops_per_s'] / 1e12:.1f} TFLOP/s "
+                      f"({device_peak['source']}).")
     if rows:
         lines[-1] += (" 'x of ref' = median time / median time of transformers-eager (keras-hub where "
                       "transformers was not run), in brackets the median over rounds of the same ratio within each "

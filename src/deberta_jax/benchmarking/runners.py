@@ -90,8 +90,23 @@ def compiled_memory(compiled) -> dict:
     return out
 
 
+def impl_overrides(impl: str) -> dict:
+    """Config fields of an --impls entry: "chunked" -> attention_impl only; "pallas:32x32" -> also the tile sizes
+    attention_block_q x attention_block_k (the default 128 x 128 suits "chunked"; the Pallas kernel's one-hot
+    window selects want smaller tiles, see model/pallas_attention.py)."""
+    name, _, blocks = impl.partition(":")
+    out: dict = {"attention_impl": name}
+    if blocks:
+        try:
+            block_q, block_k = (int(x) for x in blocks.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"attention impl {impl!r}: tile sizes are written NAME:QxK, e.g. pallas:32x32") from None
+        out.update(attention_block_q=block_q, attention_block_k=block_k)
+    return out
+
+
 def ours_config(case: Case, impl: str, scan: bool):
-    return case.cfg.replace(attention_impl=impl, scan_layers=scan, dtype=case.dtype)
+    return case.cfg.replace(**impl_overrides(impl), scan_layers=scan, dtype=case.dtype)
 
 
 def ours_forward_fn(model):

@@ -21,9 +21,12 @@ def compiled_flops(compiled) -> float | None:
 
 
 def measure_matmul_peak(dtype=jnp.float32, size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a large square matmul on the default device: the denominator of our MFU figures."""
-    a = jnp.ones((size, size), dtype)
-    b = jnp.ones((size, size), dtype)
+    """FLOP/s of a large square matmul on the default device: the denominator of our MFU figures.
+
+    Random operands: constant ones or zeros can run faster than real data on GPUs (less switching power), which
+    would inflate the peak. On a GPU, `size` must be large (8192) for the product to outlast launch overheads.
+    """
+    a, b = jax.random.normal(jax.random.PRNGKey(0), (2, size, size), jnp.float32).astype(dtype)
     matmul = jax.jit(lambda x, y: x @ y)
     matmul(a, b).block_until_ready()
     best = float("inf")
