@@ -6,6 +6,7 @@ TF-IDF + logistic regression (scikit-learn). Fine-tuning uses `finetune --recipe
 our_recipes.json); the dev accuracy of a run is that of its best evaluation, as `finetune` keeps and exports it.
 """
 
+import json
 import os
 import statistics
 
@@ -55,15 +56,21 @@ def write_task_corpus(path: str) -> str:
 
 
 def finetune_export(model_dir: str, workdir: str, seed: int, epochs: float | None = None) -> dict:
-    """Fine-tunes the HF export in `model_dir` on the demo task with the tiny-cpu recipe (resuming a stopped run);
-    returns its best and final dev accuracy and every evaluation."""
+    """Fine-tunes the HF export in `model_dir` on the demo task with the tiny-cpu recipe (resuming a stopped run,
+    reading a finished one's metrics.json); returns its best and final dev accuracy and every evaluation."""
     from deberta_jax.finetuning.train import FinetuneConfig, finetune, load_glue_recipe
 
     recipe = load_glue_recipe(TASK, "tiny-cpu")
     if epochs is not None:
         recipe["epochs"] = epochs
     cfg = FinetuneConfig(task=TASK, model=model_dir, data=DATA, seed=seed, **recipe)
-    summary = finetune(cfg, workdir, resume=os.path.exists(os.path.join(workdir, "checkpoints")), progress=False)
+    finished = os.path.join(workdir, "metrics.json")
+    if os.path.exists(finished):
+        with open(finished, encoding="utf-8") as f:
+            summary = json.load(f)
+    else:
+        summary = finetune(cfg, workdir, resume=os.path.exists(os.path.join(workdir, "checkpoints")),
+                           progress=False)
     return {"seed": seed, "best_accuracy": summary["best"]["metrics"]["validation"]["accuracy"],
             "best_step": summary["best"]["step"],
             "final_accuracy": summary["evaluations"][-1]["validation"]["accuracy"],

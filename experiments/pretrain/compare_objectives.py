@@ -6,8 +6,11 @@ MLM model, or the RTD discriminator) is then fine-tuned on the demo task (VADER 
 with `finetune --recipe tiny-cpu` and the same seed. Beside them: the same model after 1 step (from scratch),
 the majority class and TF-IDF + logistic regression.
 
-    python experiments/pretrain/compare_objectives.py [--steps 600] [--seeds 3] [--workdir /tmp/compare]
+    python experiments/pretrain/compare_objectives.py [--steps 600] [--seeds 3] [--finetune-epochs E] [--workdir DIR]
     python experiments/pretrain/compare_objectives.py --plot-only   # redraw results/NAME.png from the NAME.json
+
+results/compare_objectives.{json,png} are the run from before decoupled clipping (commit 0c40ba9: pretraining
+metrics only, no downstream); that JSON has another layout and is not redrawn by this script.
 
 Writes results/NAME.json (every logged pretraining step and every evaluation of every run) and results/NAME.png.
 """
@@ -18,7 +21,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from datetime import datetime, timezone
 
 import numpy as np
@@ -74,7 +76,8 @@ def plot(results, path):
     ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
     ax.set(ylim=(0.45, 0.85), ylabel="dev accuracy (median; dots: seeds)",
            title="downstream: VADER movie reviews after tiny-cpu fine-tuning")
-    fig.suptitle(f"{results['steps']} pretraining steps per run, {len(results['seeds'])} seeds "
+    fig.suptitle(f"{results['steps']} pretraining steps per run, {len(results['seeds'])} seeds; "
+                 f"{results['command'].split('.py ')[-1]} "
                  f"({results['date_utc']}, {results['machine']})", fontsize=10)
     save(fig, path)
 
@@ -83,9 +86,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--seeds", type=int, default=3, help="pretraining seeds (each fine-tuned with its seed)")
+    parser.add_argument("--finetune-epochs", type=float, default=None, help="default: the tiny-cpu recipe's")
     parser.add_argument("--workdir", default="/tmp/deberta-jax-compare")
     parser.add_argument("--set", action="append", default=[], help="recipe override applied to every run")
-    parser.add_argument("--name", default="compare_objectives", help="results file stem")
+    parser.add_argument("--name", default="compare_downstream", help="results file stem")
     parser.add_argument("--plot-only", action="store_true", help="redraw NAME.png from the existing NAME.json and exit")
     args = parser.parse_args()
     out = os.path.join(HERE, "results", f"{args.name}.json")
@@ -106,51 +110,59 @@ def main():
     results = {"recipe": "tiny_cpu", "overrides": common, "steps": args.steps, "seeds": seeds,
                "machine": platform.machine(), "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "command": "python experiments/pretrain/compare_objectives.py " + " ".join(
-                   [f"--steps {args.steps}", f"--seeds {args.seeds}"] + [f"--set {o}" for o in args.set]
+                   [f"--steps {args.steps}", f"--seeds {args.seeds}"]
+                   + ([f"--finetune-epochs {args.finetune_epochs}"] if args.finetune_epochs else [])
+                   + [f"--set {o}" for o in args.set]
                    + [f"--name {args.name}"]),
                "baselines": {"majority_class": majority_accuracy(), "tfidf_logreg": tfidf_accuracy()},
                "runs": {}}
 
-    scratch = []
+    def pretrain_once(cfg, workdir):
+        """The run's summary: read from a finished run's summary.json, else trained (resuming a stopped run)."""
+        finished = os.path.join(workdir, "summary.json")
+        if os.path.exists(finished):
+            with open(finished, encoding="utf-8") as f:
+                summary = json.load(f)
+            if summary["stopped_at"] == cfg.steps:
+                return summary
+        return pretrain(cfg, workdir, resume=os.path.exists(os.path.join(workdir, "checkpoints")), progress=False)
+
+    def save_results():
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+        os.replace(out + ".tmp", out)
+
+    # Seed by seed, every objective, so that a stopped comparison holds whole seeds; results are rewritten after
+    # every run.
+    scratch, per_seed, downstream = [], {name: [] for name in RUNS}, {name: [] for name in RUNS}
     for seed in seeds:
         workdir = os.path.join(args.workdir, f"scratch_seed{seed}")
-        pretrain(load_pretrain_config("tiny_cpu", common + ["steps=1", f"seed={seed}"]), workdir,
-                 resume=os.path.exists(os.path.join(workdir, "checkpoints")), progress=False)
+        pretrain_once(load_pretrain_config("tiny_cpu", common + ["steps=1", f"seed={seed}"]), workdir)
         scratch.append(finetune_export(os.path.join(workdir, "export", "discriminator"),
-                                       os.path.join(workdir, "finetune"), seed))
-    results["from_scratch"] = seed_summary(scratch)
-    print(json.dumps({"from scratch": results["from_scratch"]["best_accuracies"]}), flush=True)
-
-    for name, (overrides, export) in RUNS.items():
-        per_seed, downstream = [], []
-        for seed in seeds:
+                                       os.path.join(workdir, "finetune"), seed, args.finetune_epochs))
+        results["from_scratch"] = seed_summary(scratch)
+        for name, (overrides, export) in RUNS.items():
             cfg = load_pretrain_config("tiny_cpu", common + overrides + [f"seed={seed}"])
             workdir = os.path.join(args.workdir, name.split()[0].lower() + "_" + name.split()[-1].lower()
                                    + f"_seed{seed}")
-            t0 = time.perf_counter()
-            summary = pretrain(cfg, workdir, resume=os.path.exists(os.path.join(workdir, "checkpoints")),
-                               progress=False)
-            seconds = time.perf_counter() - t0
+            summary = pretrain_once(cfg, workdir)
             history = summary["history"]
-            per_seed.append({"seed": seed, "pretrain_seconds": round(seconds, 1), "history": history,
-                             **{f"final_{k}": tail_mean(history, k) for k in (
-                                 "mlm_accuracy", "rtd_accuracy", "rtd_loss", "replaced_fraction",
-                                 "tokens_per_second", "mfu")}})
-            downstream.append(finetune_export(os.path.join(workdir, "export", export),
-                                              os.path.join(workdir, "finetune"), seed))
-        results["runs"][name] = {"overrides": overrides, "export": export, "seeds": per_seed,
-                                 "downstream": seed_summary(downstream)}
-        print(json.dumps({name: {"downstream": results["runs"][name]["downstream"]["best_accuracies"],
-                                 "mlm_accuracy": [s["final_mlm_accuracy"] for s in per_seed],
-                                 "rtd_accuracy": [s["final_rtd_accuracy"] for s in per_seed]}}), flush=True)
+            per_seed[name].append({"seed": seed, "history": history, **{f"final_{k}": tail_mean(history, k) for k in (
+                "mlm_accuracy", "rtd_accuracy", "rtd_loss", "replaced_fraction", "tokens_per_second", "mfu")}})
+            downstream[name].append(finetune_export(os.path.join(workdir, "export", export),
+                                                    os.path.join(workdir, "finetune"), seed, args.finetune_epochs))
+            results["runs"][name] = {"overrides": overrides, "export": export, "seeds": per_seed[name],
+                                     "downstream": seed_summary(downstream[name])}
+            save_results()
+            print(json.dumps({name: {"seed": seed, "downstream": downstream[name][-1]["best_accuracy"],
+                                     "mlm_accuracy": per_seed[name][-1]["final_mlm_accuracy"],
+                                     "rtd_accuracy": per_seed[name][-1]["final_rtd_accuracy"]}}), flush=True)
 
     medians = {name: run["downstream"]["median_best_accuracy"] for name, run in results["runs"].items()}
     results["median_downstream_accuracy"] = medians
     results["median_from_scratch"] = statistics.median(results["from_scratch"]["best_accuracies"])
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1)
-    os.replace(out + ".tmp", out)
+    save_results()
     plot(results, os.path.splitext(out)[0] + ".png")
     print(json.dumps({"baselines": results["baselines"], "from scratch": results["median_from_scratch"],
                       "medians": medians}, indent=1))
