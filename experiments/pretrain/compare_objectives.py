@@ -76,7 +76,8 @@ def plot(results, path):
     ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
     ax.set(ylim=(0.45, 0.85), ylabel="dev accuracy (median; dots: seeds)",
            title="downstream: VADER movie reviews after tiny-cpu fine-tuning")
-    fig.suptitle(f"{results['steps']} pretraining steps per run, {len(results['seeds'])} seeds; "
+    done = min(len(run["downstream"]["best_accuracies"]) for run in results["runs"].values())
+    fig.suptitle(f"{results['steps']} pretraining steps per run, {done} of {len(results['seeds'])} seeds done; "
                  f"{results['command'].split('.py ')[-1]} "
                  f"({results['date_utc']}, {results['machine']})", fontsize=10)
     save(fig, path)
