@@ -30,3 +30,15 @@ def redraw(plot, json_path: str, png_path: str) -> int:
         plot(json.load(f), png_path)
     print(f"{png_path} drawn from {json_path}")
     return 0
+
+
+def seed_bars(ax, bars, ylim, title: str) -> None:
+    """Dev accuracy bars: `bars` is [(label, value, per-seed values or None, color)]; each bar shows its value and,
+    for an arm run over seeds (value = their median), one dot per seed."""
+    for x, (_, value, seeds, color) in enumerate(bars):
+        ax.bar(x, value, color=color, alpha=0.8)
+        ax.text(x, value + 0.005, f"{value:.3f}", ha="center", va="bottom", fontsize=8)
+        if seeds:
+            ax.plot([x] * len(seeds), seeds, "k.", ms=5)
+    ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
+    ax.set(ylim=ylim, ylabel="dev accuracy (median of seeds; dots: each seed)", title=title)

@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 COMMITTED = os.path.join(HERE, "results", "demo.json")
 sys.path.insert(0, os.path.dirname(HERE))
 from downstream import finetune_export, majority_accuracy, seed_summary, tfidf_accuracy, write_task_corpus  # noqa: E402
-from plotting import pyplot, redraw, save  # noqa: E402
+from plotting import pyplot, redraw, save, seed_bars  # noqa: E402
 
 
 def run_pretraining(workdir: str, steps: int, corpus: list) -> dict:
@@ -60,22 +60,13 @@ def plot(result: dict, path: str) -> None:
             label="all 'original' (trivial)")
     ax.set(xlabel="pretraining step", ylabel="accuracy", title="discriminator (replaced-token detection)")
     ax.legend(fontsize=8)
-    ax = axes[2]
-    bars = [("majority\nclass", result["baselines"]["majority_class"], None),
-            ("TF-IDF + LR\n(word 1-2g)", result["baselines"]["tfidf_logreg"]["word_1_2gram"], None),
-            ("1-step export\n(from scratch)", result["from_scratch"]["median_best_accuracy"],
-             result["from_scratch"]["best_accuracies"]),
-            ("pretrained\nexport", result["pretrained"]["median_best_accuracy"],
-             result["pretrained"]["best_accuracies"])]
-    colors = ["grey", "tab:green", "tab:orange", "tab:blue"]
-    for x, (name, value, seeds) in enumerate(bars):
-        ax.bar(x, value, color=colors[x], alpha=0.8)
-        ax.text(x, value + 0.01, f"{value:.3f}", ha="center", va="bottom", fontsize=9)
-        if seeds:
-            ax.plot([x] * len(seeds), seeds, "k.", ms=6)
-    ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
-    ax.set(ylim=(0.4, 0.9), ylabel="dev accuracy (median of seeds; dots: each seed)",
-           title="VADER movie reviews, dev split (binary sentiment)")
+    seed_bars(axes[2], [
+        ("majority\nclass", result["baselines"]["majority_class"], None, "grey"),
+        ("TF-IDF + LR\n(word 1-2g)", result["baselines"]["tfidf_logreg"]["word_1_2gram"], None, "tab:green"),
+        ("1-step export\n(from scratch)", result["from_scratch"]["median_best_accuracy"],
+         result["from_scratch"]["best_accuracies"], "tab:orange"),
+        ("pretrained\nexport", result["pretrained"]["median_best_accuracy"], result["pretrained"]["best_accuracies"],
+         "tab:blue")], ylim=(0.4, 0.9), title="VADER movie reviews, dev split (binary sentiment)")
     fig.suptitle(f"make demo ({result['date_utc']}, {result['machine']}): pretraining {result['pretrain_steps']} "
                  f"steps in {result['pretrain_seconds'] / 60:.1f} min on {result['corpus_name']}", fontsize=10)
     save(fig, path)

@@ -28,7 +28,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from downstream import finetune_export, majority_accuracy, seed_summary, tfidf_accuracy, write_task_corpus  # noqa: E402
-from plotting import pyplot, redraw, save  # noqa: E402
+from plotting import pyplot, redraw, save, seed_bars  # noqa: E402
 
 RUNS = {  # name -> (recipe overrides, the export that is fine-tuned)
     "MLM (+EMD)": (["objective=mlm"], "mlm"),
@@ -61,21 +61,13 @@ def plot(results, path):
                 title="discriminator above calling all tokens original (seed 0)")
     for ax in axes[:2]:
         ax.legend(fontsize=8)
-    ax = axes[2]
     bars = [("majority", results["baselines"]["majority_class"], None, "grey"),
             ("TF-IDF+LR", results["baselines"]["tfidf_logreg"]["word_1_2gram"], None, "tab:green"),
             ("scratch", results["from_scratch"]["median_best_accuracy"],
              results["from_scratch"]["best_accuracies"], "tab:gray")]
     bars += [(name.replace(" (+EMD)", "+EMD").replace("RTD + ", "RTD-"), run["downstream"]["median_best_accuracy"],
               run["downstream"]["best_accuracies"], colors[name]) for name, run in results["runs"].items()]
-    for x, (name, value, seeds, color) in enumerate(bars):
-        ax.bar(x, value, color=color, alpha=0.75)
-        ax.text(x, value + 0.005, f"{value:.3f}", ha="center", va="bottom", fontsize=8)
-        if seeds:
-            ax.plot([x] * len(seeds), seeds, "k.", ms=5)
-    ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
-    ax.set(ylim=(0.45, 0.85), ylabel="dev accuracy (median; dots: seeds)",
-           title="downstream: VADER movie reviews after tiny-cpu fine-tuning")
+    seed_bars(axes[2], bars, ylim=(0.45, 0.85), title="downstream: VADER movie reviews after tiny-cpu fine-tuning")
     done = min(len(run["downstream"]["best_accuracies"]) for run in results["runs"].values())
     fig.suptitle(f"{results['steps']} pretraining steps per run, {done} of {len(results['seeds'])} seeds done; "
                  f"{results['command'].split('.py ')[-1]} "
