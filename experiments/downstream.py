@@ -55,22 +55,25 @@ def write_task_corpus(path: str) -> str:
     return path
 
 
+def has_checkpoint(workdir: str) -> bool:
+    """Whether a stopped run in `workdir` left a checkpoint to resume from (orbax names each by its step)."""
+    directory = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
 def finetune_export(model_dir: str, workdir: str, seed: int, epochs: float | None = None) -> dict:
     """Fine-tunes the HF export in `model_dir` on the demo task with the tiny-cpu recipe (resuming a stopped run,
     reading a finished one's metrics.json); returns its best and final dev accuracy and every evaluation."""
-    from deberta_jax.finetuning.train import FinetuneConfig, finetune, load_glue_recipe
+    from deberta_jax.finetuning.train import finetune, finetune_config
 
-    recipe = load_glue_recipe(TASK, "tiny-cpu")
-    if epochs is not None:
-        recipe["epochs"] = epochs
-    cfg = FinetuneConfig(task=TASK, model=model_dir, data=DATA, seed=seed, **recipe)
+    cfg = finetune_config(TASK, model_dir, DATA, "tiny-cpu", [f"seed={seed}"] + (
+        [f"epochs={epochs}"] if epochs is not None else []))
     finished = os.path.join(workdir, "metrics.json")
     if os.path.exists(finished):
         with open(finished, encoding="utf-8") as f:
             summary = json.load(f)
     else:
-        summary = finetune(cfg, workdir, resume=os.path.exists(os.path.join(workdir, "checkpoints")),
-                           progress=False)
+        summary = finetune(cfg, workdir, resume=has_checkpoint(workdir), progress=False)
     return {"seed": seed, "best_accuracy": summary["best"]["metrics"]["validation"]["accuracy"],
             "best_step": summary["best"]["step"],
             "final_accuracy": summary["evaluations"][-1]["validation"]["accuracy"],

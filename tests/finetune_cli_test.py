@@ -58,9 +58,9 @@ def test_tiny_model_learns_generated_task_and_predicts(glue_dir_and_model, tmp_p
     glue_dir, model_dir = glue_dir_and_model
     workdir = tmp_path / "run"
     assert cli(["finetune", "--task", "sst2", "--model", str(model_dir), "--data", str(glue_dir),
-                "--workdir", str(workdir), "--set", "epochs=4", "--set", "learning_rate=2e-3",
-                "--set", "batch_size=32", "--set", "max_length=32", "--set", "warmup_ratio=0.1",
-                "--set", "log_every=5"]) == 0
+                "--workdir", str(workdir), "--set", "epochs=4", "--set", "optimizer.learning_rate=2e-3",
+                "--set", "batch_size=32", "--set", "max_length=32", "--set", "optimizer.warmup_ratio=0.1",
+                "--set", "loop.log_every=5"]) == 0
     summary = json.loads((workdir / "metrics.json").read_text())
     assert summary["best"]["metrics"]["validation"]["accuracy"] >= 0.9, summary["best"]
     assert summary["steps"] == 80 and len(summary["evaluations"]) == 4
@@ -88,7 +88,7 @@ def test_sift_and_regression_run(glue_dir_and_model, tmp_path):
     workdir = tmp_path / "stsb"
     assert cli(["finetune", "--task", "stsb", "--model", str(model_dir), "--data", str(tmp_path / "glue"),
                 "--workdir", str(workdir), "--set", "epochs=1", "--set", "batch_size=16", "--set", "max_length=32",
-                "--set", "sift=true"]) == 0
+                "--set", "sift.enabled=true"]) == 0
     summary = json.loads((workdir / "metrics.json").read_text())
     assert set(summary["best"]["metrics"]["validation"]) == {"pearson", "spearman"}
     rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
@@ -99,8 +99,9 @@ def test_stop_and_resume_matches_an_uninterrupted_run(glue_dir_and_model, tmp_pa
     from deberta_jax.finetuning.train import FinetuneConfig, finetune
 
     glue_dir, model_dir = glue_dir_and_model
-    cfg = FinetuneConfig(task="sst2", model=str(model_dir), data=str(glue_dir), epochs=1.5, learning_rate=2e-3,
-                         batch_size=32, max_length=32, eval_every=10, log_every=1)
+    cfg = FinetuneConfig(task="sst2", model=str(model_dir), data=str(glue_dir), epochs=1.5,
+                         optimizer={"learning_rate": 2e-3}, batch_size=32, max_length=32, eval_every=10,
+                         loop={"log_every": 1})
     straight = finetune(cfg, str(tmp_path / "a"), progress=False)
     stopped = finetune(cfg, str(tmp_path / "b"), progress=False, stop_after=15)   # mid-epoch, between evals
     assert stopped["stopped_at"] == 15
@@ -117,9 +118,10 @@ def test_published_recipes_load():
     from deberta_jax.finetuning.train import FinetuneConfig, load_glue_recipe
 
     recipe = load_glue_recipe("mnli", "deberta-v3-base")
-    assert recipe["learning_rate"] == 1.5e-5 and recipe["batch_size"] == 64 and recipe["max_length"] == 256
+    assert recipe["optimizer"]["learning_rate"] == 1.5e-5 and recipe["batch_size"] == 64
+    assert recipe["max_length"] == 256
     sift = load_glue_recipe("mnli", "deberta-v3-small-sift")
-    assert sift["sift"] is True and sift["sift_weight"] == 5.0
+    assert sift["sift"]["enabled"] is True and sift["sift"]["weight"] == 5.0
     FinetuneConfig(task="mnli", model="m", **recipe)
     with pytest.raises(ValueError, match="no published recipe.*ours.*tiny-cpu"):
         load_glue_recipe("rte", "deberta-v3-nonexistent")

@@ -104,16 +104,14 @@ def _torch_run(hf_model, batches, opt_cfg: OptimizerConfig):
 def _jax_run(model, params, batches, task: str, opt_cfg: OptimizerConfig):
     """The production pieces as `finetune` assembles them: the CLI's loss, make_optimizer with the layer factors,
     the sharded, jitted train step."""
-    cfg = FinetuneConfig(task=task, model="unused", learning_rate=opt_cfg.learning_rate,
-                         weight_decay=opt_cfg.weight_decay, layer_decay=opt_cfg.layer_decay,
-                         clip_norm=opt_cfg.clip_norm)
-    optimizer = make_optimizer(opt_cfg, layer_decay_factors(params, model.config.num_hidden_layers,
-                                                            cfg.layer_decay))
-    mesh = make_mesh(cfg.mesh_shape)
+    cfg = FinetuneConfig(task=task, model="unused", optimizer=opt_cfg)
+    schedule = learning_rate_schedule(cfg.optimizer, STEPS)
+    optimizer = make_optimizer(cfg.optimizer, schedule, layer_decay_factors(params, model.config.num_hidden_layers,
+                                                                              cfg.optimizer.layer_decay))
+    mesh = make_mesh(cfg.mesh.shape)
     state, shardings = create_train_state(model, (jnp.zeros((1, 8), jnp.int32),), optimizer, cfg.seed, mesh,
                                           params=params)
-    train_step = make_train_step(make_loss_fn(model, cfg), optimizer, learning_rate_schedule(opt_cfg), shardings,
-                                 mesh)
+    train_step = make_train_step(make_loss_fn(model, cfg), optimizer, schedule, shardings, mesh)
     # A leading accumulation axis of 1 (one micro-batch per step); every row has weight 1.
     device_batches = [{**{k: v[None] for k, v in b.items()}, "weights": np.ones((1, BATCH), np.float32)}
                       for b in batches]
@@ -133,7 +131,7 @@ def test_finetuning_run_matches_pytorch_loop(task, num_labels, layer_decay):
     model, params = jax_twin(hf_model, HEAD)
     batches = _batches(num_labels, hf_model.config.vocab_size)
     # A peak LR large enough that weight decay moves LayerNorm scales by ~5x the tolerance: a wrong decay mask shows.
-    opt_cfg = OptimizerConfig(learning_rate=1e-3, warmup_steps=WARMUP, total_steps=STEPS, weight_decay=0.01,
+    opt_cfg = OptimizerConfig(learning_rate=1e-3, warmup_steps=WARMUP, weight_decay=0.01,
                               clip_norm=1.0, layer_decay=layer_decay)
 
     ours_loss, ours_norm, ours_lr, ours = _jax_run(model, params, batches, task, opt_cfg)

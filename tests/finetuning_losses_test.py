@@ -8,7 +8,9 @@ import torch
 
 from deberta_jax.finetuning.losses import task_loss
 from deberta_jax.finetuning.sift import SiftConfig, adversarial_perturbation, sift_loss, symmetric_divergence
-from deberta_jax.training.optimizer import OptimizerConfig, layer_decay_factors, make_optimizer
+from deberta_jax.training.optimizer import (
+    OptimizerConfig, layer_decay_factors, learning_rate_schedule, make_optimizer,
+)
 from reference import jax_twin, padded_batch, random_hf_model
 
 
@@ -62,7 +64,7 @@ def test_sift_step_has_the_stated_size_and_leaves_params_alone():
 
     clean = logits_fn(params, jnp.zeros((2, 9, 32)))
     initial, moved = adversarial_perturbation(logits_fn, params, clean, jax.random.PRNGKey(0), (2, 9, 32), cfg)
-    assert np.abs(np.asarray(initial)).max() <= cfg.init_clip
+    assert np.abs(np.asarray(initial)).max() <= cfg.noise_clip == 2 * cfg.init_std
     assert 0.5 * cfg.init_std < np.asarray(initial).std() < 1.5 * cfg.init_std
     # One ascent step moves each token by step_size * m / (m + eps) in max-norm, m = max |gradient| of the token.
     grad = jax.grad(lambda d: symmetric_divergence(logits_fn(params, d), clean))(initial)
@@ -99,9 +101,10 @@ def test_layer_decay_factors_and_their_effect():
     assert factors["deberta"]["encoder"]["rel_embeddings"]["embedding"] == 0.125
     assert factors["classifier"]["kernel"] == 1.0
     grads = jax.tree_util.tree_map(jnp.ones_like, params)
-    plain = make_optimizer(OptimizerConfig(learning_rate=1e-2, total_steps=10, weight_decay=0.0))
-    decayed = make_optimizer(OptimizerConfig(learning_rate=1e-2, total_steps=10, weight_decay=0.0,
-                                             layer_decay=0.5), factors)
+    plain_cfg = OptimizerConfig(learning_rate=1e-2, weight_decay=0.0)
+    decayed_cfg = OptimizerConfig(learning_rate=1e-2, weight_decay=0.0, layer_decay=0.5)
+    plain = make_optimizer(plain_cfg, learning_rate_schedule(plain_cfg, 10))
+    decayed = make_optimizer(decayed_cfg, learning_rate_schedule(decayed_cfg, 10), factors)
     u1, _ = plain.update(grads, plain.init(params), params)
     u2, _ = decayed.update(grads, decayed.init(params), params)
     for a, b, f in zip(jax.tree_util.tree_leaves(u1), jax.tree_util.tree_leaves(u2),

@@ -10,6 +10,7 @@ import torch
 import transformers
 
 from deberta_jax.cli import main as cli
+from deberta_jax.config_tree import apply_overrides, from_dict
 from deberta_jax.pretraining.config import PretrainConfig, load_pretrain_config
 from deberta_jax.pretraining.train import pretrain
 
@@ -36,12 +37,12 @@ def tokenizer_dir(corpus, tmp_path_factory):
     return str(out)
 
 
-def _config(corpus, tokenizer_dir, **changes):
-    values = dict(objective="rtd", model_overrides=TINY, corpus=(corpus,), tokenizer=tokenizer_dir, seq_len=32,
-                  batch_size=8, grad_accum_steps=2, steps=6, learning_rate=1e-3, warmup_steps=2,
-                  checkpoint_every=3, log_every=1)
-    values.update(changes)
-    return PretrainConfig(**values)
+def _config(corpus, tokenizer_dir, *overrides):
+    values = {"objective": "rtd", "steps": 6, "model": {"overrides": TINY},
+              "data": {"corpus": [corpus], "tokenizer": tokenizer_dir, "seq_len": 32, "batch_size": 8,
+                       "grad_accum_steps": 2},
+              "optimizer": {"learning_rate": 1e-3, "warmup_steps": 2}, "loop": {"checkpoint_every": 3, "log_every": 1}}
+    return from_dict(PretrainConfig, apply_overrides(PretrainConfig, values, overrides))
 
 
 def test_stop_and_resume_gives_the_same_losses(corpus, tokenizer_dir, tmp_path):
@@ -62,7 +63,7 @@ def test_stop_and_resume_gives_the_same_losses(corpus, tokenizer_dir, tmp_path):
 
 
 def test_rtd_export_loads_in_transformers(corpus, tokenizer_dir, tmp_path):
-    summary = pretrain(_config(corpus, tokenizer_dir, steps=2), str(tmp_path), progress=False)
+    summary = pretrain(_config(corpus, tokenizer_dir, "steps=2"), str(tmp_path), progress=False)
     disc_dir, gen_dir = summary["exported"]
     model = transformers.AutoModel.from_pretrained(disc_dir)
     tokenizer = transformers.AutoTokenizer.from_pretrained(disc_dir)
@@ -75,7 +76,7 @@ def test_rtd_export_loads_in_transformers(corpus, tokenizer_dir, tmp_path):
 
 
 def test_mlm_with_emd_trains_and_exports(corpus, tokenizer_dir, tmp_path):
-    summary = pretrain(_config(corpus, tokenizer_dir, objective="mlm", steps=2, grad_accum_steps=1),
+    summary = pretrain(_config(corpus, tokenizer_dir, "objective=mlm", "steps=2", "data.grad_accum_steps=1"),
                        str(tmp_path), progress=False)
     assert np.isfinite(summary["final"]["loss"])
     model = transformers.AutoModelForMaskedLM.from_pretrained(summary["exported"][0])
@@ -83,9 +84,9 @@ def test_mlm_with_emd_trains_and_exports(corpus, tokenizer_dir, tmp_path):
 
 
 def test_cli_pretrain_and_recipes(corpus, tokenizer_dir, tmp_path, capsys):
-    assert cli(["pretrain", "--config", "tiny_cpu", "--workdir", str(tmp_path), "--set", f"corpus=[\"{corpus}\"]",
-                "--set", f"tokenizer={tokenizer_dir}", "--set", "steps=2", "--set", "seq_len=32",
-                "--set", "batch_size=4", "--set", "log_every=1"]) == 0
+    assert cli(["pretrain", "--config", "tiny_cpu", "--workdir", str(tmp_path), "--set", f"data.corpus=[\"{corpus}\"]",
+                "--set", f"data.tokenizer={tokenizer_dir}", "--set", "steps=2", "--set", "data.seq_len=32",
+                "--set", "data.batch_size=4", "--set", "loop.log_every=1"]) == 0
     printed = capsys.readouterr().out
     assert json.loads(printed[printed.index("{"):])["steps"] == 2
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -93,8 +94,8 @@ def test_cli_pretrain_and_recipes(corpus, tokenizer_dir, tmp_path, capsys):
     for name in ("tiny_cpu", "v3_xsmall", "v3_small", "v3_base", "v3_large", "v1_base_mlm_emd"):
         load_pretrain_config(name)
     with pytest.raises(ValueError, match="sharing"):
-        load_pretrain_config("tiny_cpu", ["sharing=shared"])
-    with pytest.raises(ValueError, match="key=value"):
+        load_pretrain_config("tiny_cpu", ["rtd.sharing=shared"])
+    with pytest.raises(ValueError, match="no key 'no_such_key'"):
         load_pretrain_config("tiny_cpu", ["no_such_key=1"])
 
 

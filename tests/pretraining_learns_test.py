@@ -54,11 +54,12 @@ def counting_batch(rng: np.random.Generator) -> dict:
 
 def train_rtd(sharing: str, steps: int):
     model = ReplacedTokenDetection(generator_config(CONFIG), CONFIG, sharing)
-    opt_cfg = OptimizerConfig(learning_rate=2e-3, warmup_steps=20, total_steps=steps)
-    optimizer = make_optimizer(opt_cfg, clip_groups=(clip_group_labels, CLIP_GROUPS))  # pretrain()'s default
+    opt_cfg = OptimizerConfig(learning_rate=2e-3, warmup_steps=20)
+    schedule = learning_rate_schedule(opt_cfg, steps)
+    optimizer = make_optimizer(opt_cfg, schedule, clip_groups=(clip_group_labels, CLIP_GROUPS))  # pretrain()'s default
     mesh = make_mesh((-1, 1, 1))
     state, shardings = create_train_state(model, (jnp.zeros((1, SEQ), jnp.int32),), optimizer, 0, mesh)
-    step = make_train_step(rtd_loss_fn(model), optimizer, learning_rate_schedule(opt_cfg), shardings, mesh)
+    step = make_train_step(rtd_loss_fn(model), optimizer, schedule, shardings, mesh)
     rng = np.random.default_rng(0)
     history = []
     for _ in range(steps):

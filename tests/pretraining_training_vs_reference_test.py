@@ -38,7 +38,7 @@ from deberta_jax.conversion.hf_checkpoint import hf_key, params_to_state_dict, s
 from deberta_jax.pretraining.config import PretrainConfig
 from deberta_jax.pretraining.train import PretrainBatches, build_objective, pretrain_optimizer
 from deberta_jax.sharding.mesh import make_mesh
-from deberta_jax.training.optimizer import OptimizerConfig, learning_rate_schedule
+from deberta_jax.training.optimizer import OptimizerConfig
 from deberta_jax.training.train_step import create_train_state, make_train_step
 from reference import hf_config
 
@@ -63,8 +63,9 @@ def float64_and_one_torch_thread():
 
 def _pretrain_config(objective: str) -> PretrainConfig:
     # The batches come from _rows, so the corpus is never read; PretrainConfig only insists on naming one.
-    return PretrainConfig(objective=objective, sharing="gdes", corpus=("unused.txt",), seq_len=SEQ,
-                          batch_size=BATCH, steps=STEPS, learning_rate=3e-3, warmup_steps=4, mask_prob=0.25)
+    return PretrainConfig(objective=objective, steps=STEPS, rtd={"sharing": "gdes"},
+                          data={"corpus": ("unused.txt",), "seq_len": SEQ, "batch_size": BATCH},
+                          optimizer={"learning_rate": 3e-3, "warmup_steps": 4}, masking={"mask_prob": 0.25})
 
 
 def _our_config(hf: transformers.DebertaV2Config) -> DebertaConfig:
@@ -110,7 +111,7 @@ def _params_from_torch(module: torch.nn.Module, model, init_args) -> dict:
     return unflatten_dict({path: swap_layout(path, theirs[hf_key(path)]) for path in abstract})
 
 
-def _torch_optimizer(module: torch.nn.Module, opt_cfg: OptimizerConfig):
+def _torch_optimizer(module: torch.nn.Module, opt_cfg: OptimizerConfig, total: int):
     """AdamW and LambdaLR set up as make_optimizer sets up optax. Weight decay is decided from the torch names
     (biases and LayerNorm parameters are not decayed), independently of our ndim rule. LambdaLR's first factor is
     lambda(0): optax evaluates the schedule at the step count before the update."""
@@ -120,7 +121,7 @@ def _torch_optimizer(module: torch.nn.Module, opt_cfg: OptimizerConfig):
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opt_cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=opt_cfg.learning_rate, betas=(opt_cfg.b1, opt_cfg.b2), eps=opt_cfg.eps)
-    warmup, total = opt_cfg.warmup_steps, opt_cfg.total_steps
+    warmup = opt_cfg.warmup(total)
 
     def factor(count):
         return count / warmup if count < warmup else max(0.0, 1.0 - (count - warmup) / (total - warmup))
@@ -136,12 +137,13 @@ def _train_side_by_side(cfg: PretrainConfig, config: DebertaConfig, module: torc
     """
     model, loss_fn, init_args, mode = build_objective(cfg, config)
     params = _params_from_torch(module, model, init_args)
-    opt_cfg, optimizer = pretrain_optimizer(cfg)
-    mesh = make_mesh(cfg.mesh_shape)
+    schedule, optimizer = pretrain_optimizer(cfg)
+    opt_cfg = cfg.optimizer
+    mesh = make_mesh(cfg.mesh.shape)
     state, shardings = create_train_state(model, init_args, optimizer, cfg.seed, mesh, params=params)
-    train_step = make_train_step(loss_fn, optimizer, learning_rate_schedule(opt_cfg), shardings, mesh)
+    train_step = make_train_step(loss_fn, optimizer, schedule, shardings, mesh)
     batches = PretrainBatches(cfg, _rows(), TOKENIZER, mode, sharding=None)
-    torch_optimizer, scheduler = _torch_optimizer(module, opt_cfg)
+    torch_optimizer, scheduler = _torch_optimizer(module, opt_cfg, cfg.steps)
 
     # The per-step key as make_train_step derives it: create_train_state(params=...) keeps split(PRNGKey(seed))[1],
     # and each step splits the state's key into (the next state key, step_rng). Checked against state.rng below, so
@@ -174,7 +176,7 @@ def _clip(module: torch.nn.Module, cfg: PretrainConfig, max_norm: float) -> torc
     discriminator, its head and E_delta) each by its own norm; otherwise one norm over all. Returns the norm of all
     gradients before clipping."""
     named = list(module.named_parameters())
-    if cfg.objective == "rtd" and cfg.decoupled_clipping:
+    if cfg.objective == "rtd" and cfg.rtd.decoupled_clipping:
         groups = [[p for n, p in named if n.startswith("generator.")],
                   [p for n, p in named if not n.startswith("generator.")]]
     else:
@@ -270,7 +272,7 @@ def test_mlm_with_emd_training_matches_torch():
     cfg = _pretrain_config("mlm")
     hf = _hf_config(2)
     torch.manual_seed(0)
-    module = _add_noise(TorchMLMWithEMD(hf, cfg.emd_steps))
+    module = _add_noise(TorchMLMWithEMD(hf, cfg.emd.steps))
 
     def losses(batch, step_rng):
         logits = module(batch["input_ids"].long(), batch["attention_mask"], batch["masked_positions"])
@@ -295,7 +297,7 @@ def test_rtd_with_gdes_training_matches_torch():
         gen_logits = _gather(module.generator(ids, attention_mask=mask).logits, positions)
         mlm = _masked_lm_loss(gen_logits, batch["masked_labels"], weights)
         noise = _sampling_noise(step_rng, tuple(gen_logits.shape))
-        samples = (gen_logits.detach() / cfg.temperature + noise).argmax(-1)
+        samples = (gen_logits.detach() / cfg.rtd.temperature + noise).argmax(-1)
         rows = torch.arange(ids.shape[0])[:, None]
         disc_ids = original.clone()
         disc_ids[rows, positions] = torch.where(weights > 0, samples, original[rows, positions])
@@ -306,7 +308,7 @@ def test_rtd_with_gdes_training_matches_torch():
                                                                    reduction="none")
         rtd = (bce * mask).sum() / mask.sum()
         # Our metric is the replaced fraction over all B x N tokens; a different draw shows here or in the RTD loss.
-        return {"loss": mlm + cfg.rtd_weight * rtd, "mlm_loss": mlm, "rtd_loss": rtd,
+        return {"loss": mlm + cfg.rtd.weight * rtd, "mlm_loss": mlm, "rtd_loss": rtd,
                 "replaced_fraction": replaced.mean()}
 
     ours, theirs = _train_side_by_side(cfg, _our_config(disc_hf), module, losses)
@@ -315,5 +317,5 @@ def test_rtd_with_gdes_training_matches_torch():
     table = "generator.deberta.embeddings.word_embeddings.weight"
     error = np.abs(ours[table] - theirs[table]).max()
     assert error <= TOLERANCE * np.abs(theirs[table]).max(), f"GDES: the generator's word table drifted by {error}"
-    assert np.abs(ours["embedding_delta"]).max() > 0.1 * cfg.learning_rate
+    assert np.abs(ours["embedding_delta"]).max() > 0.1 * cfg.optimizer.learning_rate
     _assert_params_close(ours, theirs)

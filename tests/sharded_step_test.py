@@ -26,8 +26,9 @@ SCRIPT = textwrap.dedent("""
                            share_att_key=True, pos_att_type=("p2c", "c2p"), position_biased_input=False,
                            **json.loads(sys.argv[1]))
     model = ReplacedTokenDetection(generator_config(config), config, "gdes")
-    opt_cfg = OptimizerConfig(learning_rate=1e-3, warmup_steps=0, total_steps=10)
-    optimizer = make_optimizer(opt_cfg)
+    opt_cfg = OptimizerConfig(learning_rate=1e-3, warmup_steps=0)
+    schedule = learning_rate_schedule(opt_cfg, 10)
+    optimizer = make_optimizer(opt_cfg, schedule)
     rng = np.random.default_rng(0)
     ids = rng.integers(4, 128, size=(2, 8, 16)).astype(np.int32)   # [accumulation, batch, seq]
     positions = np.stack([np.sort(rng.choice(np.arange(1, 16), 3, replace=False)) for _ in range(16)])
@@ -41,7 +42,7 @@ SCRIPT = textwrap.dedent("""
 
     def run(mesh):
         state, shardings = create_train_state(model, init_args, optimizer, 0, mesh)
-        step = make_train_step(rtd_loss_fn(model), optimizer, learning_rate_schedule(opt_cfg), shardings, mesh)
+        step = make_train_step(rtd_loss_fn(model), optimizer, schedule, shardings, mesh)
         state, metrics = step(state, batch)
         return jax.device_get(state.params), jax.device_get(metrics), state.params
 

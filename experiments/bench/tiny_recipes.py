@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from downstream import finetune_export  # noqa: E402
 
 # The recipe before the learning fixes (commit 0c40ba9): 128-token rows and dropout 0.1.
-PREVIOUS = ["seq_len=128", 'model_overrides={"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, '
+PREVIOUS = ["data.seq_len=128", 'model.overrides={"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, '
             '"intermediate_size": 512, "position_buckets": 32, "max_relative_positions": 128, '
             '"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}']
 
@@ -33,14 +33,14 @@ def pretrain_speed(workdir: str, overrides: list, steps: int, tokenizer: str | N
     from deberta_jax.pretraining.train import pretrain
 
     log_every = max(1, steps // 4)
-    extra = [f"tokenizer={tokenizer}"] if tokenizer else []
-    cfg = load_pretrain_config("tiny_cpu", overrides + extra + [f"log_every={log_every}",
-                                                                 f"checkpoint_every={10 * steps}"])
+    extra = [f"data.tokenizer={tokenizer}"] if tokenizer else []
+    cfg = load_pretrain_config("tiny_cpu", overrides + extra + [f"loop.log_every={log_every}",
+                                                                 f"loop.checkpoint_every={10 * steps}"])
     summary = pretrain(cfg, workdir, progress=False, stop_after=steps)
     rows = summary["history"][1:]
     seconds = statistics.median(r["seconds_per_step"] for r in rows)
-    return {"seq_len": cfg.seq_len, "batch_size": cfg.batch_size, "recipe_steps": cfg.steps,
-            "seconds_per_step": seconds, "tokens_per_second": cfg.batch_size * cfg.seq_len / seconds,
+    return {"seq_len": cfg.data.seq_len, "batch_size": cfg.data.batch_size, "recipe_steps": cfg.steps,
+            "seconds_per_step": seconds, "tokens_per_second": cfg.data.batch_size * cfg.data.seq_len / seconds,
             "mfu": statistics.median(r["mfu"] for r in rows), "recipe_minutes": cfg.steps * seconds / 60}
 
 
@@ -68,7 +68,7 @@ def main():
     from deberta_jax.pretraining.config import load_pretrain_config
     from deberta_jax.pretraining.train import pretrain
 
-    pretrain(load_pretrain_config("tiny_cpu", [f"tokenizer={tokenizer}", "steps=1"]),
+    pretrain(load_pretrain_config("tiny_cpu", [f"data.tokenizer={tokenizer}", "steps=1"]),
              os.path.join(root, "export_for_finetune"), progress=False)
     ft = finetune_export(os.path.join(root, "export_for_finetune", "export", "discriminator"),
                          os.path.join(root, "finetune"), seed=0, epochs=args.finetune_epochs)

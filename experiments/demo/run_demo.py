@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 HERE = os.path.dirname(os.path.abspath(__file__))
 COMMITTED = os.path.join(HERE, "results", "demo.json")
 sys.path.insert(0, os.path.dirname(HERE))
-from downstream import finetune_export, majority_accuracy, seed_summary, tfidf_accuracy, write_task_corpus  # noqa: E402
+from downstream import finetune_export, has_checkpoint, majority_accuracy, seed_summary, tfidf_accuracy, write_task_corpus  # noqa: E402
 from plotting import pyplot, redraw, save, seed_bars  # noqa: E402
 
 
@@ -37,9 +37,9 @@ def run_pretraining(workdir: str, steps: int, corpus: list) -> dict:
     from deberta_jax.pretraining.config import load_pretrain_config
     from deberta_jax.pretraining.train import pretrain
 
-    cfg = load_pretrain_config("tiny_cpu", [f"steps={steps}", f"checkpoint_every={steps}",
-                                            "corpus=" + json.dumps(corpus)])
-    return pretrain(cfg, workdir, resume=os.path.exists(os.path.join(workdir, "checkpoints")))
+    cfg = load_pretrain_config("tiny_cpu", [f"steps={steps}", f"loop.checkpoint_every={steps}",
+                                            "data.corpus=" + json.dumps(corpus)])
+    return pretrain(cfg, workdir, resume=has_checkpoint(workdir))
 
 
 def plot(result: dict, path: str) -> None:
@@ -92,7 +92,7 @@ def main():
     from deberta_jax.pretraining.config import load_pretrain_config
 
     steps = args.pretrain_steps or load_pretrain_config("tiny_cpu").steps
-    kjv = list(load_pretrain_config("tiny_cpu").corpus)
+    kjv = list(load_pretrain_config("tiny_cpu").data.corpus)
     corpus = kjv + ([write_task_corpus(os.path.join(args.workdir, "corpus", "task_train.txt"))]
                     if args.corpus == "kjv+task" else [])
     pre_dir, scratch_dir = os.path.join(args.workdir, "pretrain"), os.path.join(args.workdir, "scratch")

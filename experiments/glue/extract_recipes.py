@@ -14,11 +14,11 @@ import sys
 
 TASKS = {"cola": "cola", "mnli": "mnli", "mrpc": "mrpc", "qnli": "qnli", "qqp": "qqp", "rte": "rte",
          "sst2": "sst2", "stsb": "stsb"}
-FIELDS = {"num_train_epochs": ("epochs", float), "warmup": ("warmup_steps", int),
-          "learning_rate": ("learning_rate", float), "train_batch_size": ("batch_size", int),
+FIELDS = {"num_train_epochs": ("epochs", float), "warmup": ("optimizer.warmup_steps", int),
+          "learning_rate": ("optimizer.learning_rate", float), "train_batch_size": ("batch_size", int),
           "cls_drop_out": ("cls_dropout", float), "max_seq_len": ("max_length", int),
-          "vat_lambda": ("sift_weight", float), "vat_learning_rate": ("sift_step_size", float),
-          "vat_init_perturbation": ("sift_init_std", float)}
+          "vat_lambda": ("sift.weight", float), "vat_learning_rate": ("sift.step_size", float),
+          "vat_init_perturbation": ("sift.init_std", float)}  # script option -> FinetuneConfig key (dotted)
 CASE = re.compile(r"^\s*([A-Za-z0-9.\-]+)\)\s*$")
 OPTION = re.compile(r"--([a-z_0-9]+)\s+([^\s\\\"]+)")
 
@@ -40,9 +40,22 @@ def parse_script(text: str) -> dict:
                 (recipes[current] if current else shared)[name] = cast(value)
     for name, values in recipes.items():
         values.update({k: v for k, v in shared.items() if k not in values})
-        if "sift_weight" in values:
-            values["sift"] = True
+        if "sift.weight" in values:
+            values["sift.enabled"] = True
+        recipes[name] = nest(values)
     return recipes
+
+
+def nest(values: dict) -> dict:
+    """{"optimizer.learning_rate": x} -> {"optimizer": {"learning_rate": x}}: FinetuneConfig's sections."""
+    tree = {}
+    for key, value in values.items():
+        *sections, leaf = key.split(".")
+        node = tree
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = value
+    return tree
 
 
 def main(glue_dir: str) -> None:

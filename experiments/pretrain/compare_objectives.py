@@ -27,14 +27,14 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from downstream import finetune_export, majority_accuracy, seed_summary, tfidf_accuracy, write_task_corpus  # noqa: E402
+from downstream import finetune_export, has_checkpoint, majority_accuracy, seed_summary, tfidf_accuracy, write_task_corpus  # noqa: E402
 from plotting import pyplot, redraw, save, seed_bars  # noqa: E402
 
 RUNS = {  # name -> (recipe overrides, the export that is fine-tuned)
     "MLM (+EMD)": (["objective=mlm"], "mlm"),
-    "RTD + NES": (["objective=rtd", "sharing=nes"], "discriminator"),
-    "RTD + ES": (["objective=rtd", "sharing=es"], "discriminator"),
-    "RTD + GDES": (["objective=rtd", "sharing=gdes"], "discriminator"),
+    "RTD + NES": (["objective=rtd", "rtd.sharing=nes"], "discriminator"),
+    "RTD + ES": (["objective=rtd", "rtd.sharing=es"], "discriminator"),
+    "RTD + GDES": (["objective=rtd", "rtd.sharing=gdes"], "discriminator"),
 }
 
 
@@ -92,10 +92,10 @@ def main():
     from deberta_jax.pretraining.config import load_pretrain_config
     from deberta_jax.pretraining.train import load_tokenizer, pretrain
 
-    corpus = list(load_pretrain_config("tiny_cpu").corpus) + [
+    corpus = list(load_pretrain_config("tiny_cpu").data.corpus) + [
         write_task_corpus(os.path.join(args.workdir, "corpus", "task_train.txt"))]
-    common = [f"steps={args.steps}", "log_every=20", f"checkpoint_every={args.steps}",
-              "corpus=" + json.dumps(corpus)] + args.set
+    common = [f"steps={args.steps}", "loop.log_every=20", f"loop.checkpoint_every={args.steps}",
+              "data.corpus=" + json.dumps(corpus)] + args.set
     tokenizer_dir = os.path.join(args.workdir, "shared")
     load_tokenizer(load_pretrain_config("tiny_cpu", common), tokenizer_dir)  # one tokenizer for every run
     common.append(f"tokenizer={os.path.join(tokenizer_dir, 'tokenizer')}")
@@ -118,7 +118,7 @@ def main():
                 summary = json.load(f)
             if summary["stopped_at"] == cfg.steps:
                 return summary
-        return pretrain(cfg, workdir, resume=os.path.exists(os.path.join(workdir, "checkpoints")), progress=False)
+        return pretrain(cfg, workdir, resume=has_checkpoint(workdir), progress=False)
 
     def save_results():
         os.makedirs(os.path.dirname(out), exist_ok=True)

@@ -70,13 +70,9 @@ def cmd_train_tokenizer(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from deberta_jax.finetuning.train import FinetuneConfig, finetune, load_glue_recipe
-    from deberta_jax.overrides import apply_overrides
+    from deberta_jax.finetuning.train import finetune, finetune_config
 
-    base = {"task": args.task, "model": args.model, "data": args.data}
-    if args.recipe:
-        base = {**load_glue_recipe(args.task, args.recipe), **base}
-    cfg = FinetuneConfig(**apply_overrides(FinetuneConfig, base, args.set))
+    cfg = finetune_config(args.task, args.model, args.data, args.recipe, args.set)
     summary = finetune(cfg, args.workdir, resume=args.resume)
     print(json.dumps({"task": summary["task"], "best": summary["best"],
                       "steps_per_second": round(summary["steps_per_second"], 3), "export": summary["export"]},
@@ -123,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain = sub.add_parser("pretrain", help="MLM (+EMD) or RTD pretraining on a device mesh")
     pretrain.add_argument("--config", required=True, help="recipe name in experiments/pretrain/ or a JSON file")
     pretrain.add_argument("--workdir", required=True)
-    pretrain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
+    pretrain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a recipe key, dotted for sections (e.g. steps=200, optimizer.learning_rate=1e-3, "
+                          "rtd.sharing=es)")
     pretrain.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in workdir")
     pretrain.set_defaults(func=cmd_pretrain)
 
@@ -133,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--data", default="tfds", help="'tfds' or a directory in the official GLUE layout")
     finetune.add_argument("--workdir", required=True)
     finetune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                          help="override a FinetuneConfig field (e.g. learning_rate=3e-5, sift=true)")
+                          help="override a FinetuneConfig key, dotted for sections (e.g. epochs=2, "
+                          "optimizer.learning_rate=3e-5, sift.enabled=true)")
     finetune.add_argument("--recipe", help="published settings from experiments/glue/recipes.json, e.g. "
                           "deberta-v3-base, deberta-v3-small-sift, large")
     finetune.add_argument("--resume", action="store_true")

@@ -15,9 +15,11 @@ from typing import Collection
 
 import numpy as np
 
+from deberta_jax.config_tree import Section
+
 
 @dataclasses.dataclass(frozen=True)
-class MaskingConfig:
+class MaskingConfig(Section):
     """Selection rate, span lengths and how MLM corrupts selected tokens (the rest of the mass keeps them as is).
 
     max_predictions: prediction slots per row (M); None gives ceil(mask_prob * seq_len) + max_ngram.
@@ -29,8 +31,8 @@ class MaskingConfig:
     random_token_prob: float = 0.1
     max_predictions: int | None = None
 
-    def __post_init__(self):
-        checks = [
+    def checks(self):
+        return [
             (0 < self.mask_prob <= 1, "mask_prob", "must be in (0, 1]"),
             (isinstance(self.max_ngram, int) and self.max_ngram >= 1, "max_ngram", "must be an integer >= 1"),
             (0 <= self.mask_token_prob <= 1, "mask_token_prob", "must be in [0, 1]"),
@@ -40,9 +42,6 @@ class MaskingConfig:
             (self.max_predictions is None or (isinstance(self.max_predictions, int) and self.max_predictions >= 1),
              "max_predictions", "must be None or an integer >= 1"),
         ]
-        for ok, field, message in checks:
-            if not ok:
-                raise ValueError(f"MaskingConfig.{field}={getattr(self, field)!r}: {message}")
 
     def num_predictions(self, seq_len: int) -> int:
         """M, the static number of prediction slots per row of `seq_len` tokens."""

@@ -14,19 +14,25 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from deberta_jax.config_tree import Section
+
 
 @dataclasses.dataclass(frozen=True)
-class SiftConfig:
+class SiftConfig(Section):
+    enabled: bool = False        # add the adversarial term to fine-tuning's loss
     weight: float = 1.0          # scale of the adversarial term in the loss
     init_std: float = 0.01       # initial noise N(0, init_std)
-    init_clip: float = 0.02      # ... clipped to +-init_clip
+    init_clip: float | None = None  # ... clipped to +-init_clip; None: 2 * init_std
     step_size: float = 1e-3      # max-abs size per token of the ascent step
     grad_eps: float = 1e-6
 
-    def __post_init__(self):
-        for name in ("weight", "init_std", "init_clip", "step_size", "grad_eps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"SiftConfig.{name}={getattr(self, name)} must be >= 0")
+    def checks(self):
+        return [(getattr(self, name) is None or getattr(self, name) >= 0, name, "must be >= 0")
+                for name in ("weight", "init_std", "init_clip", "step_size", "grad_eps")]
+
+    @property
+    def noise_clip(self) -> float:
+        return 2 * self.init_std if self.init_clip is None else self.init_clip
 
 
 def symmetric_divergence(logits_a, logits_b):
@@ -46,7 +52,7 @@ def adversarial_perturbation(logits_fn: Callable, params, clean_logits, rng, sha
     """
     frozen = jax.lax.stop_gradient(params)
     target = jax.lax.stop_gradient(clean_logits)
-    initial = jnp.clip(cfg.init_std * jax.random.normal(rng, shape), -cfg.init_clip, cfg.init_clip)
+    initial = jnp.clip(cfg.init_std * jax.random.normal(rng, shape), -cfg.noise_clip, cfg.noise_clip)
     grad = jax.grad(lambda d: symmetric_divergence(logits_fn(frozen, d), target))(initial)
     scale = jnp.max(jnp.abs(grad), axis=-1, keepdims=True) + cfg.grad_eps
     return initial, jax.lax.stop_gradient(initial + cfg.step_size * grad / scale)

@@ -1,80 +1,75 @@
 """GLUE fine-tuning and prediction: jitted, sharded steps; evaluation; best checkpoint; submission files.
 
-    deberta-jax finetune --task sst2 --model HF_DIR --data {tfds|GLUE_DIR} --workdir DIR [--set key=value] [--resume]
+    deberta-jax finetune --task sst2 --model HF_DIR --data {tfds|GLUE_DIR} --workdir DIR [--recipe NAME]
+        [--set optimizer.learning_rate=3e-5 --set sift.enabled=true ...] [--resume]
     deberta-jax predict --task sst2 --model DIR/export --data GLUE_DIR --out DIR
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
 import os
 import time
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
+from deberta_jax.config_tree import ConfigError, Section, apply_overrides, from_dict, read_json, strip_comments
 from deberta_jax.conversion.hf_checkpoint import load_pretrained, save_pretrained
-from deberta_jax.data.glue import bucketed_batches, encode_examples, get_task, load_split
+from deberta_jax.data.glue import TASK_NAMES, bucketed_batches, encode_examples, get_task, load_split
 from deberta_jax.finetuning.losses import task_loss
 from deberta_jax.finetuning.metrics import main_metric, task_metrics
 from deberta_jax.finetuning.sift import SiftConfig, sift_loss
 from deberta_jax.finetuning.submission import write_submission
-from deberta_jax.sharding.mesh import make_mesh
+from deberta_jax.sharding.mesh import MeshConfig, make_mesh
 from deberta_jax.sharding.rules import batch_sharding, replicated
 from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
-from deberta_jax.training.checkpointing import TrainCheckpointer
-from deberta_jax.training.optimizer import (
-    OptimizerConfig, layer_decay_factors, learning_rate_schedule, make_optimizer,
-)
+from deberta_jax.training.checkpointing import TrainCheckpointer, check_resume
+from deberta_jax.training.loop import Evaluation, LoopConfig, run_loop
+from deberta_jax.training.optimizer import OptimizerConfig, layer_decay_factors, learning_rate_schedule, make_optimizer
 from deberta_jax.training.progress import ProgressLogger
+from deberta_jax.training.records import write_json
 from deberta_jax.training.train_step import create_train_state, make_train_step
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(Section):
+    """Everything a fine-tuning run depends on."""
+
     task: str
     model: str                          # HF directory with spm.model (e.g. a pretraining export)
     data: str = "tfds"                  # "tfds" or a directory in the official GLUE layout
     max_length: int = 128
+    buckets: tuple = (32, 64, 128, 256, 512)
     batch_size: int = 32
     eval_batch_size: int = 64
     epochs: float = 3.0
-    learning_rate: float = 2e-5
-    warmup_ratio: float = 0.1
-    warmup_steps: int | None = None     # when set, replaces warmup_ratio (microsoft's scripts give steps)
-    weight_decay: float = 0.01
-    layer_decay: float = 1.0
-    clip_norm: float = 1.0
     eval_every: int = 0                 # steps; 0 = once per epoch
     seed: int = 42
     dtype: str = "float32"
-    mesh_shape: tuple = (-1, 1, 1)
     cls_dropout: float | None = None
-    sift: bool = False
-    sift_weight: float = 1.0
-    sift_step_size: float = 1e-3
-    sift_init_std: float = 0.01
-    buckets: tuple = (32, 64, 128, 256, 512)
-    log_every: int = 10
+    optimizer: OptimizerConfig = dataclasses.field(
+        default_factory=lambda: OptimizerConfig(learning_rate=2e-5, warmup_ratio=0.1))
+    sift: SiftConfig = dataclasses.field(default_factory=SiftConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    loop: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(checkpoint_every=0, keep_checkpoints=1))
 
-    def __post_init__(self):
-        object.__setattr__(self, "mesh_shape", tuple(self.mesh_shape))
-        object.__setattr__(self, "buckets", tuple(self.buckets))
-        get_task(self.task)
-        checks = [(self.batch_size >= 1, "batch_size"), (self.eval_batch_size >= 1, "eval_batch_size"),
-                  (self.epochs > 0, "epochs"), (self.learning_rate > 0, "learning_rate"),
-                  (0 <= self.warmup_ratio < 1, "warmup_ratio"), (0 < self.layer_decay <= 1, "layer_decay"),
-                  (self.max_length >= 8, "max_length"), (self.eval_every >= 0, "eval_every")]
-        for ok, field in checks:
-            if not ok:
-                raise ValueError(f"FinetuneConfig.{field}={getattr(self, field)!r} is out of range")
+    def checks(self):
+        return [(self.task.lower() in TASK_NAMES, "task", f"unknown GLUE task; known: {', '.join(TASK_NAMES)}"),
+                (self.max_length >= 8, "max_length", "must be >= 8"),
+                (self.batch_size >= 1, "batch_size", "must be >= 1"),
+                (self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1"),
+                (self.epochs > 0, "epochs", "must be > 0"),
+                (self.eval_every >= 0, "eval_every", "must be >= 0"),
+                (self.cls_dropout is None or 0 <= self.cls_dropout < 1, "cls_dropout", "must be in [0, 1) or null")]
 
 
 GLUE_RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "experiments", "glue", "recipes.json")
@@ -82,20 +77,27 @@ OUR_RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "experim
 
 
 def load_glue_recipe(task: str, name: str, path: str = GLUE_RECIPES, ours: str = OUR_RECIPES) -> dict:
-    """FinetuneConfig fields of recipe `name` for `task`: microsoft/DeBERTa's published settings per task and model
-    (`path`), or one of our task-independent recipes (`ours`, e.g. "tiny-cpu" for models pretrained here)."""
-    with open(ours, encoding="utf-8") as f:
-        our_recipes = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
-    with open(path, encoding="utf-8") as f:
-        recipes = json.load(f)
+    """FinetuneConfig values (a nested dict) of recipe `name` for `task`: microsoft/DeBERTa's published settings
+    per task and model (`path`), or one of our task-independent recipes (`ours`, e.g. "tiny-cpu" for models
+    pretrained here)."""
+    our_recipes = strip_comments(read_json(ours))
+    recipes = strip_comments(read_json(path))
     key = get_task(task).name
     if name in our_recipes:
-        return {k: v for k, v in our_recipes[name].items() if not k.startswith("_")}
+        return our_recipes[name]
     if key not in recipes or name not in recipes[key]:
         known = sorted(recipes.get(key, {}))
-        raise ValueError(f"no published recipe {name!r} for task {key!r}; published: {known}; "
-                         f"ours (any task): {sorted(our_recipes)}")
-    return dict(recipes[key][name])
+        raise ConfigError(f"no published recipe {name!r} for task {key!r}; published: {known}; "
+                          f"ours (any task): {sorted(our_recipes)}")
+    return recipes[key][name]
+
+
+def finetune_config(task: str, model: str, data: str = "tfds", recipe: str | None = None,
+                    overrides: Sequence[str] = ()) -> FinetuneConfig:
+    """The config of `finetune --task --model --data [--recipe] [--set key=value ...]`: the recipe's values
+    under the dotted overrides."""
+    values = {**(load_glue_recipe(task, recipe) if recipe else {}), "task": task, "model": model, "data": data}
+    return from_dict(FinetuneConfig, apply_overrides(FinetuneConfig, values, overrides))
 
 
 def _device_batch(batch: dict, sharding, leading_axis: bool):
@@ -129,8 +131,7 @@ class Evaluator:
 
 
 def make_loss_fn(model, cfg: FinetuneConfig):
-    sift_cfg = SiftConfig(weight=cfg.sift_weight, step_size=cfg.sift_step_size, init_std=cfg.sift_init_std,
-                          init_clip=2 * cfg.sift_init_std)
+    sift_cfg = cfg.sift
 
     def loss_fn(params, batch, rng):
         dropout_rng, sift_rng = jax.random.split(rng)
@@ -138,7 +139,7 @@ def make_loss_fn(model, cfg: FinetuneConfig):
                              token_type_ids=batch["token_type_ids"], deterministic=False,
                              rngs={"dropout": dropout_rng}).logits
         loss, metrics = task_loss(logits, batch["labels"], batch["weights"])
-        if cfg.sift:
+        if sift_cfg.enabled:
             def perturbed_logits(p, perturbation):
                 return model.apply({"params": p}, batch["input_ids"], attention_mask=batch["attention_mask"],
                                    token_type_ids=batch["token_type_ids"],
@@ -153,6 +154,15 @@ def make_loss_fn(model, cfg: FinetuneConfig):
     return loss_fn
 
 
+def _train_batches(train, cfg: FinetuneConfig, steps_per_epoch: int, start: int, sharding):
+    """Device batches of the steps from `start` on, epoch after epoch (a resumed run skips what it trained on)."""
+    for epoch in itertools.count(start // steps_per_epoch):
+        for position, batch in enumerate(bucketed_batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                                          epoch=epoch)):
+            if epoch * steps_per_epoch + position >= start:
+                yield _device_batch(batch, sharding, True)
+
+
 def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: bool = True,
              stop_after: int | None = None) -> dict:
     """Fine-tunes on cfg.task; keeps the best checkpoint by the task's main metric and exports it (HF format).
@@ -162,6 +172,9 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
     """
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
+    checkpoints = TrainCheckpointer(os.path.join(workdir, "checkpoints"), keep=cfg.loop.keep_checkpoints,
+                                    best_directory=os.path.join(workdir, "best"))
+    check_resume(workdir, checkpoints, resume)
     task = get_task(cfg.task)
     tokenizer = DebertaV3Tokenizer.from_pretrained(cfg.model)
     overrides = {"num_labels": task.num_labels, "dtype": cfg.dtype}
@@ -177,93 +190,59 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
                                     cfg.buckets) for split in task.validation_splits}
     steps_per_epoch = math.ceil(len(train.labels) / cfg.batch_size)
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    eval_every = cfg.eval_every or steps_per_epoch
 
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * total_steps)
-    opt_cfg = OptimizerConfig(learning_rate=cfg.learning_rate, warmup_steps=min(warmup, total_steps),
-                              total_steps=total_steps, weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm,
-                              layer_decay=cfg.layer_decay)
-    factors = layer_decay_factors(params, model.config.num_hidden_layers, cfg.layer_decay)
-    optimizer = make_optimizer(opt_cfg, factors)
-    mesh = make_mesh(cfg.mesh_shape)
+    schedule = learning_rate_schedule(cfg.optimizer, total_steps)
+    factors = layer_decay_factors(params, model.config.num_hidden_layers, cfg.optimizer.layer_decay)
+    optimizer = make_optimizer(cfg.optimizer, schedule, factors)
+    mesh = make_mesh(cfg.mesh.shape)
     init_args = (jnp.zeros((1, 8), jnp.int32),)
     state, shardings = create_train_state(model, init_args, optimizer, cfg.seed, mesh, params=params)
-    train_step = make_train_step(make_loss_fn(model, cfg), optimizer, learning_rate_schedule(opt_cfg), shardings,
-                                 mesh)
+    train_step = make_train_step(make_loss_fn(model, cfg), optimizer, schedule, shardings, mesh)
     evaluator = Evaluator(model, cfg, mesh)
-    last = TrainCheckpointer(os.path.join(workdir, "checkpoints"), keep=1)
-    best_dir = os.path.join(workdir, "best")
-    best_manager = ocp.CheckpointManager(best_dir, options=ocp.CheckpointManagerOptions(
-        max_to_keep=1, create=True, best_fn=lambda m: m["score"], best_mode="max"))
-    best = {"score": -math.inf, "step": None, "metrics": None}
-    start = 0
-    if resume and last.latest_step() is not None:
-        state, data_state = last.restore(state, shardings)
-        start, best = int(jax.device_get(state.step)), data_state["best"]
-    elif not resume and last.latest_step() is not None:
-        raise FileExistsError(f"{workdir} already has checkpoints; pass --resume or use a new workdir")
+    start, evaluations = 0, []
+    if resume:
+        state, record = checkpoints.restore(state, shardings)
+        start, evaluations = int(jax.device_get(state.step)), record["evaluations"]
 
     metric_name = main_metric(task)
+
+    def evaluate(params) -> tuple[float, dict]:
+        results = {}
+        for split, encoded in evals.items():
+            preds, labels, _ = evaluator.predict(params, encoded)
+            results[split] = task_metrics(task, preds, labels)
+        log.info("%s", json.dumps(results))
+        return float(np.mean([r[metric_name] for r in results.values()])), results
+
     logger = ProgressLogger(workdir, total_steps, start, cfg.batch_size * cfg.max_length, enabled=True,
                             show_bar=progress)
-    sharding = batch_sharding(mesh, leading_axes=1)
-    history_eval = []
-    t_start = time.perf_counter()
-    pending = []
     end = total_steps if stop_after is None else min(stop_after, total_steps)
+    batches = _train_batches(train, cfg, steps_per_epoch, start, batch_sharding(mesh, leading_axes=1))
+    t_start = time.perf_counter()
     try:
-        step = start
-        epoch = start // steps_per_epoch
-        while step < end:
-            batches = bucketed_batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch)
-            for position, batch in enumerate(batches):
-                if epoch * steps_per_epoch + position < step:
-                    continue  # resumed mid-epoch: these batches were already trained on
-                state, metrics = train_step(state, _device_batch(batch, sharding, True))
-                step += 1
-                pending.append(metrics)
-                if step % cfg.log_every == 0 or step == end:
-                    logger.log(step, pending)
-                    pending = []
-                evaluate = step % eval_every == 0 or step == total_steps
-                if evaluate:
-                    results = {}
-                    for split, encoded in evals.items():
-                        preds, labels, _ = evaluator.predict(state.params, encoded)
-                        results[split] = task_metrics(task, preds, labels)
-                    score = float(np.mean([r[metric_name] for r in results.values()]))
-                    history_eval.append({"step": step, "score": score, **results})
-                    log.info("step %d: %s", step, json.dumps(results))
-                    if score > best["score"]:
-                        best = {"score": score, "step": step, "metrics": results}
-                        best_manager.save(step, args=ocp.args.StandardSave(state.params),
-                                          metrics={"score": score})
-                if evaluate or step == end:
-                    last.save(step, state, {"best": best})
-                if step >= end:
-                    break
-            epoch += 1
+        state, evaluations = run_loop(
+            state, train_step, batches, start=start, end=end, total_steps=total_steps, config=cfg.loop,
+            checkpointer=checkpoints, logger=logger, data_state=dict,
+            evaluation=Evaluation(evaluate, cfg.eval_every or steps_per_epoch), evaluations=evaluations)
+        train_seconds = time.perf_counter() - t_start
+        best = dict(checkpoints.best, metrics=next((e for e in evaluations if e["step"] == checkpoints.best["step"]),
+                                                     {}))
+        best["metrics"] = {k: v for k, v in best["metrics"].items() if k not in ("step", "score")}
+        if end < total_steps:
+            return {"task": cfg.task, "stopped_at": end, "best": best, "evaluations": evaluations}
+        best_params = checkpoints.best_params(state.params)
     finally:
         logger.close()
-        last.close()
-        best_manager.wait_until_finished()
+        checkpoints.close()
 
-    train_seconds = time.perf_counter() - t_start
-    if end < total_steps:
-        best_manager.close()
-        return {"task": cfg.task, "stopped_at": end, "best": best, "evaluations": history_eval}
-    best_params = best_manager.restore(best_manager.best_step(), args=ocp.args.StandardRestore(
-        jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)))
-    best_manager.close()
     export_dir = os.path.join(workdir, "export")
     save_pretrained(export_dir, model, jax.device_get(best_params))
     tokenizer.save_pretrained(export_dir)
     summary = {"task": cfg.task, "main_metric": metric_name, "best": best, "steps": total_steps,
                "steps_per_second": (total_steps - start) / max(train_seconds, 1e-9),
                "train_examples": int(len(train.labels)), "truncated_train_examples": int(train.num_truncated),
-               "evaluations": history_eval, "export": export_dir, "config": dataclasses.asdict(cfg)}
-    with open(os.path.join(workdir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+               "evaluations": evaluations, "export": export_dir, "config": cfg.to_dict()}
+    write_json(os.path.join(workdir, "metrics.json"), summary)
     return summary
 
 
@@ -277,7 +256,7 @@ def predict(task_name: str, model_dir: str, data: str, out_dir: str, split: str 
         raise ValueError(f"{model_dir} has {model.config.num_labels} labels; task {task.name} needs {task.num_labels}")
     cfg = FinetuneConfig(task=task_name, model=model_dir, data=data, max_length=max_length,
                          eval_batch_size=batch_size)
-    evaluator = Evaluator(model, cfg, make_mesh((-1, 1, 1)))
+    evaluator = Evaluator(model, cfg, make_mesh(cfg.mesh.shape))
     written = []
     for test_split in ([split] if split else task.test_splits):
         encoded = encode_examples(load_split(task, data, test_split), task, tokenizer, max_length, cfg.buckets)

@@ -1,103 +1,133 @@
-"""Pretraining recipes: a frozen dataclass, read from JSON files and `--set key=value` overrides."""
+"""Pretraining recipes: a tree of frozen config sections, read from JSON files with dotted `--set` overrides.
+
+    {"objective": "rtd", "steps": 1500, "model": {"preset": "deberta-v3-xsmall"}, "data": {"seq_len": 64},
+     "optimizer": {"learning_rate": 1e-3, "warmup_steps": 100}, "rtd": {"sharing": "gdes"}}
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import typing
 
-from deberta_jax.overrides import apply_overrides
+from deberta_jax.config_tree import ConfigError, Section, apply_overrides, from_dict, read_json, strip_comments
+from deberta_jax.data.masking import MaskingConfig
+from deberta_jax.sharding.mesh import MeshConfig
+from deberta_jax.training.loop import LoopConfig
+from deberta_jax.training.optimizer import OptimizerConfig
 
 RECIPE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "experiments", "pretrain")
 
 
 @dataclasses.dataclass(frozen=True)
-class PretrainConfig:
-    """Everything a pretraining run depends on. Batch sizes are global (all devices, one optimizer step)."""
+class ModelSection(Section):
+    """The model trained: a preset (`deberta_jax.config.PRESETS`) with field overrides."""
 
-    objective: str = "rtd"                  # "mlm" (with the EMD) or "rtd"
-    model_preset: str = "deberta-v3-xsmall"
-    model_overrides: dict = dataclasses.field(default_factory=dict)
-    sharing: str = "gdes"                   # rtd: "gdes" | "es" | "nes"
-    generator_depth_ratio: float = 0.5
-    rtd_weight: float = 50.0
-    temperature: float = 1.0
-    emd_steps: int = 2                      # mlm: 0 disables the enhanced mask decoder
-    emd_position_only_for_unchanged: bool = False
-    corpus: tuple = ()                      # text files (.txt / .txt.gz); documents separated by blank lines
-    tfds_dataset: str | None = None         # or a tensorflow-datasets text dataset
+    preset: str = "deberta-v3-xsmall"
+    overrides: dict = dataclasses.field(default_factory=dict)
+    dtype: str = "float32"   # compute dtype; params stay float32
+    remat: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusSection(Section):
+    """Text in, token rows out. Batch sizes are global (all devices, one optimizer step)."""
+
+    corpus: tuple = ()                   # text files (.txt / .txt.gz); documents separated by blank lines
+    tfds_dataset: str | None = None      # or a tensorflow-datasets text dataset
     tfds_split: str = "train"
     tfds_text_key: str = "text"
-    tokenizer: str | None = None            # spm.model or a directory; trained on the corpus when None
+    tokenizer: str | None = None         # spm.model or a directory; trained on the corpus when None
     tokenizer_vocab_size: int = 8000
     seq_len: int = 128
     batch_size: int = 32
     grad_accum_steps: int = 1
-    steps: int = 1000
-    learning_rate: float = 1e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    adam_b1: float = 0.9
-    adam_b2: float = 0.999
-    adam_eps: float = 1e-6
-    clip_norm: float = 1.0
-    # rtd: clip the generator's and the discriminator's gradients each by its own norm (microsoft/DeBERTa's
-    # decoupled training); one global norm lets the rtd_weight-scaled discriminator gradient shrink the generator's.
-    decoupled_clipping: bool = True
-    mask_prob: float = 0.15
-    max_ngram: int = 1                      # longest masked span; microsoft/DeBERTa's RTD masks single tokens
-    mesh_shape: tuple = (-1, 1, 1)          # (data, fsdp, tensor); one -1 takes the remaining devices
-    dtype: str = "float32"                  # compute dtype; params stay float32
-    remat: bool = False
-    seed: int = 0
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    log_every: int = 10
 
-    def __post_init__(self):
-        object.__setattr__(self, "corpus", tuple(self.corpus))
-        object.__setattr__(self, "mesh_shape", tuple(self.mesh_shape))
-        checks = [
-            (self.objective in ("mlm", "rtd"), "objective", "must be 'mlm' or 'rtd'"),
-            (self.sharing in ("gdes", "es", "nes"), "sharing", "must be 'gdes', 'es' or 'nes'"),
-            (bool(self.corpus) != bool(self.tfds_dataset), "corpus", "give exactly one of corpus and tfds_dataset"),
-            (self.seq_len >= 8, "seq_len", "must be >= 8"),
-            (self.batch_size >= 1, "batch_size", "must be >= 1"),
-            (self.grad_accum_steps >= 1 and self.batch_size % self.grad_accum_steps == 0, "grad_accum_steps",
-             "must divide batch_size"),
-            (self.steps >= 1, "steps", "must be >= 1"),
-            (self.log_every >= 1 and self.checkpoint_every >= 1, "log_every", "log/checkpoint intervals must be >= 1"),
-            (0 < self.generator_depth_ratio <= 1, "generator_depth_ratio", "must be in (0, 1]"),
-            (self.temperature > 0, "temperature", "must be > 0"),
-        ]
-        for ok, field, message in checks:
-            if not ok:
-                raise ValueError(f"PretrainConfig.{field}={getattr(self, field)!r}: {message}")
+    def checks(self):
+        return [(self.seq_len >= 8, "seq_len", "must be >= 8"),
+                (self.batch_size >= 1, "batch_size", "must be >= 1"),
+                (self.grad_accum_steps >= 1 and self.batch_size % self.grad_accum_steps == 0, "grad_accum_steps",
+                 "must divide batch_size"),
+                (self.tokenizer_vocab_size >= 16, "tokenizer_vocab_size", "must be >= 16")]
 
     @property
     def micro_batch_size(self) -> int:
         return self.batch_size // self.grad_accum_steps
 
 
+@dataclasses.dataclass(frozen=True)
+class RtdSection(Section):
+    """Replaced token detection (DeBERTaV3): generator, discriminator and how they share the embeddings."""
+
+    sharing: str = "gdes"                # "gdes" | "es" | "nes"
+    generator_depth_ratio: float = 0.5
+    weight: float = 50.0                 # lambda of L_MLM + lambda * L_RTD
+    temperature: float = 1.0             # of the generator's sampling
+    # Clip the generator's and the discriminator's gradients each by its own norm (microsoft/DeBERTa's decoupled
+    # training); one global norm lets the weight-scaled discriminator gradient shrink the generator's.
+    decoupled_clipping: bool = True
+
+    def checks(self):
+        return [(self.sharing in ("gdes", "es", "nes"), "sharing", "must be 'gdes', 'es' or 'nes'"),
+                (0 < self.generator_depth_ratio <= 1, "generator_depth_ratio", "must be in (0, 1]"),
+                (self.weight > 0, "weight", "must be > 0"),
+                (self.temperature > 0, "temperature", "must be > 0")]
+
+
+@dataclasses.dataclass(frozen=True)
+class EmdSection(Section):
+    """The enhanced mask decoder of MLM pretraining."""
+
+    steps: int = 2                       # 0 disables it
+    position_only_for_unchanged: bool = False
+
+    def checks(self):
+        return [(self.steps >= 0, "steps", "must be >= 0")]
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig(Section):
+    """Everything a pretraining run depends on."""
+
+    objective: str = "rtd"               # "mlm" (with the EMD) or "rtd"
+    steps: int = 1000
+    seed: int = 0
+    model: ModelSection = dataclasses.field(default_factory=ModelSection)
+    data: CorpusSection = dataclasses.field(default_factory=CorpusSection)
+    masking: MaskingConfig = dataclasses.field(default_factory=lambda: MaskingConfig(max_ngram=1))
+    rtd: RtdSection = dataclasses.field(default_factory=RtdSection)
+    emd: EmdSection = dataclasses.field(default_factory=EmdSection)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=lambda: OptimizerConfig(warmup_steps=100))
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    loop: LoopConfig = dataclasses.field(default_factory=LoopConfig)
+
+    def checks(self):
+        return [(self.objective in ("mlm", "rtd"), "objective", "must be 'mlm' or 'rtd'"),
+                (self.steps >= 1, "steps", "must be >= 1"),
+                (bool(self.data.corpus) != bool(self.data.tfds_dataset), "data.corpus",
+                 "give exactly one of data.corpus and data.tfds_dataset")]
+
+
 def load_pretrain_config(name_or_file: str, overrides: typing.Sequence[str] = ()) -> PretrainConfig:
-    """A recipe by name (experiments/pretrain/NAME.json) or path, with `key=value` overrides applied."""
+    """A recipe by name (experiments/pretrain/NAME.json) or path, with dotted `key=value` overrides applied."""
     path = name_or_file
     if not os.path.exists(path):
         path = os.path.join(RECIPE_DIR, name_or_file + ("" if name_or_file.endswith(".json") else ".json"))
     if not os.path.exists(path):
         known = sorted(f[:-5] for f in os.listdir(RECIPE_DIR) if f.endswith(".json")) if os.path.isdir(
             RECIPE_DIR) else []
-        raise FileNotFoundError(f"no pretraining recipe {name_or_file!r} (file or name; known: {known})")
-    with open(path, encoding="utf-8") as f:
-        values = json.load(f)
-    values.pop("_comment", None)
-    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {unknown}")
-    base_dir = os.path.dirname(os.path.abspath(path))
-    if "corpus" in values:  # recipe paths are relative to the recipe file
-        values["corpus"] = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base_dir, p))
-                            for p in values["corpus"]]
-    return PretrainConfig(**apply_overrides(PretrainConfig, values, overrides))
+        raise ConfigError(f"no pretraining recipe {name_or_file!r} (file or name; known: {known})")
+    values = read_json(path)
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a recipe is a JSON object, got {type(values).__name__}")
+    values = strip_comments(values)
+    corpus = values.get("data", {}).get("corpus")
+    if isinstance(corpus, list):  # a recipe's paths are relative to the recipe file (overrides' to the cwd)
+        base_dir = os.path.dirname(os.path.abspath(path))
+        values["data"]["corpus"] = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base_dir, p))
+                                    for p in corpus]
+    values = apply_overrides(PretrainConfig, values, overrides)
+    try:
+        return from_dict(PretrainConfig, values)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
 import jax
 from jax.sharding import AxisType, Mesh
 
+from deberta_jax.config_tree import Section
+
 MESH_AXES = ("data", "fsdp", "tensor")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig(Section):
+    """The device mesh of a run: sizes of (data, fsdp, tensor); one -1 takes the remaining devices."""
+
+    shape: tuple = (-1, 1, 1)
+
+    def checks(self):
+        valid = (len(self.shape) == 3 and all(isinstance(x, int) and (x >= 1 or x == -1) for x in self.shape)
+                 and self.shape.count(-1) <= 1)
+        return [(valid, "shape", "must be 3 sizes (data, fsdp, tensor): positive integers, at most one -1")]
 
 
 def resolve_mesh_shape(shape: Sequence[int], device_count: int) -> tuple[int, int, int]:

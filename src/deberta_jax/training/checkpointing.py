@@ -1,5 +1,6 @@
-"""Resumable training checkpoints with orbax: train state (params, optimizer state, step, RNG) plus the data
-iterator's position, saved asynchronously, the newest `keep` retained.
+"""Resumable training checkpoints with orbax: train state (params, optimizer state, step, RNG) plus a JSON record
+(the data iterator's position, evaluations so far), saved asynchronously, the newest `keep` retained; optionally
+the parameters of the best-scoring step beside them.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a crash during a save leaves
 the previous checkpoint intact; unfinished temporaries are ignored and cleaned up.
@@ -14,22 +15,36 @@ import orbax.checkpoint as ocp
 
 
 class TrainCheckpointer:
-    def __init__(self, directory: str | os.PathLike, keep: int = 3):
+    """Checkpoints in `directory`; with `best_directory`, also the params of the step with the highest score."""
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 3, best_directory: str | os.PathLike | None = None):
+        if keep < 1:
+            raise ValueError(f"keep_checkpoints={keep}: must be >= 1 (a run must be able to resume)")
         self.directory = os.path.abspath(os.fspath(directory))
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True,
                                                cleanup_tmp_directories=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._best = None
+        self.best = {"score": None, "step": None}  # None until the first scored save (strict JSON)
+        if best_directory is not None:
+            self._best = ocp.CheckpointManager(os.path.abspath(os.fspath(best_directory)),
+                                               options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state, data_state: dict) -> None:
-        """Starts an asynchronous save of `state` and the JSON-serialisable `data_state` at `step`."""
+    def save(self, step: int, state, record: dict, score: float | None = None) -> None:
+        """Starts an asynchronous save of `state` and the JSON-serialisable `record` at `step`; with a best
+        directory and a `score` above every earlier one, also saves `state.params` there."""
+        improved = score is not None and (self.best["score"] is None or score > self.best["score"])
+        if self._best is not None and improved:
+            self.best = {"score": float(score), "step": step}
+            self._best.save(step, args=ocp.args.StandardSave(state.params), force=True)
         self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                          data=ocp.args.JsonSave(data_state)))
+                                                          data=ocp.args.JsonSave({**record, "best": self.best})))
 
     def restore(self, state_like, shardings, step: int | None = None):
-        """Restores (state, data_state), placing arrays in `shardings`; `state_like` gives shapes and dtypes."""
+        """Restores (state, record), placing arrays in `shardings`; `state_like` gives shapes and dtypes."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
@@ -37,9 +52,31 @@ class TrainCheckpointer:
                                           state_like, shardings)
         restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                         data=ocp.args.JsonRestore()))
-        return restored["state"], restored["data"]
+        record = dict(restored["data"])
+        self.best = record.pop("best", self.best)
+        return restored["state"], record
+
+    def best_params(self, params_like):
+        """The params saved at the best-scoring step; `params_like` gives shapes and dtypes."""
+        if self._best is None or self.best["step"] is None:
+            raise FileNotFoundError(f"no best checkpoint beside {self.directory}")
+        self._best.wait_until_finished()
+        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params_like)
+        return self._best.restore(self.best["step"], args=ocp.args.StandardRestore(abstract))
 
     def close(self) -> None:
-        """Waits for pending saves, then releases the manager."""
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Waits for pending saves, then releases the managers."""
+        for manager in (self._manager, self._best):
+            if manager is not None:
+                manager.wait_until_finished()
+                manager.close()
+
+
+def check_resume(workdir: str, checkpointer: TrainCheckpointer, resume: bool) -> None:
+    """A fresh run needs a workdir without checkpoints; a resumed one needs a checkpoint."""
+    latest = checkpointer.latest_step()
+    if resume and latest is None:
+        raise FileNotFoundError(f"--resume: {checkpointer.directory} holds no checkpoint to resume from")
+    if not resume and latest is not None:
+        raise FileExistsError(f"{workdir} already has checkpoints (newest: step {latest}); pass --resume or use a "
+                              f"new workdir")

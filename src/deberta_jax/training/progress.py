@@ -30,7 +30,9 @@ class ProgressLogger:
 
             os.makedirs(workdir, exist_ok=True)
             self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+            path = os.path.join(workdir, "metrics.jsonl")
+            _drop_rows_after(path, start_step)
+            self._jsonl = open(path, "a", encoding="utf-8")
             self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                                   disable=not show_bar)
 
@@ -69,3 +71,17 @@ class ProgressLogger:
             self._bar.close()
             self._writer.close()
             self._jsonl.close()
+
+
+def _drop_rows_after(path: str, step: int) -> None:
+    """Removes the rows of steps after `step` from a metrics.jsonl: a run resumed from a checkpoint at `step`
+    logs those steps again, and each step must appear once."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()]
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(path + ".tmp", path)
