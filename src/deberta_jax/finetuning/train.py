@@ -19,7 +19,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from deberta_jax.conversion.hf_checkpoint import load_pretrained, save_pretrained
-from deberta_jax.data.glue import bucketed_batches, encode_examples, get_task, load_split
+from deberta_jax.data.glue.encoding import bucketed_batches, encode_examples
+from deberta_jax.data.glue.readers import load_split
+from deberta_jax.data.glue.tasks import get_task
 from deberta_jax.finetuning.losses import task_loss
 from deberta_jax.finetuning.metrics import main_metric, task_metrics
 from deberta_jax.finetuning.sift import SiftConfig, sift_loss
