@@ -16,9 +16,9 @@ TASK = "sst2"  # the VADER snippets are stored in SST-2's layout
 
 def task_split(split: str):
     """The demo task's examples of `split` ("train" or "validation")."""
-    from deberta_jax.data.glue import get_task, load_split
+    from deberta_jax.data.glue.readers import load_split
 
-    return load_split(get_task(TASK), DATA, split)
+    return load_split(TASK, DATA, split)
 
 
 def majority_accuracy() -> float:

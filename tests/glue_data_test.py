@@ -12,9 +12,9 @@ import shutil
 import numpy as np
 import pytest
 
-from deberta_jax.data.glue import (TASK_NAMES, EncodedSplit, Example, bucket_lengths, bucketed_batches,
-                                   encode_examples, get_task, load_split, load_tfds_split, load_tsv_split,
-                                   num_batches)
+from deberta_jax.data.glue.encoding import EncodedSplit, bucket_lengths, bucketed_batches, encode_examples, num_batches
+from deberta_jax.data.glue.readers import Example, load_split, load_tfds_split, load_tsv_split
+from deberta_jax.data.glue.tasks import TASK_NAMES, get_task
 from deberta_jax.finetuning.submission import submission_file_name, write_submission
 from deberta_jax.tokenization.training import train_spm_tokenizer
 

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from deberta_jax.data.glue import TASK_NAMES, get_task
+from deberta_jax.data.glue.tasks import TASK_NAMES, get_task
 from deberta_jax.finetuning.metrics import (accuracy, average_ranks, f1, glue_score, main_metric, matthews_corrcoef,
                                             pearson, spearman, task_metrics)
 

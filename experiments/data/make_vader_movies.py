@@ -1,6 +1,6 @@
 """Builds experiments/data/vader_movies/SST-2/{train,dev}.tsv: movie-review sentences with binary sentiment labels, laid
 out as GLUE's SST-2 (header "sentence<TAB>label", 1 = positive), so that
-`deberta_jax.data.glue.load_split("sst2", "experiments/data/vader_movies", "train")` reads them.
+`deberta_jax.data.glue.readers.load_split("sst2", "experiments/data/vader_movies", "train")` reads them.
 
 Source: the sentence-level movie-review snippets of Hutto & Gilbert's VADER study (ICWSM 2014), each with the mean
 sentiment rating of at least 20 human raters on [-4, 4]. They ship in the source distribution of the PyPI package

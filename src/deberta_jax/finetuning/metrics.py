@@ -9,14 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deberta_jax.data.glue import GlueTask, get_task
-
-# The metric that picks the best checkpoint. GLUE's leaderboard scores a task with two metrics by their mean (see
-# `glue_score`); for selection we follow the usual single choice of the task's first metric: F1 for MRPC and QQP
-# (the positive class is the rarer one), Pearson for STS-B, Matthews correlation for CoLA and AX, accuracy for the
-# rest.
-_MAIN_METRIC = {"cola": "mcc", "sst2": "accuracy", "mrpc": "f1", "qqp": "f1", "stsb": "pearson", "mnli": "accuracy",
-                "qnli": "accuracy", "rte": "accuracy", "wnli": "accuracy", "ax": "mcc"}
+from deberta_jax.data.glue.tasks import GlueTask, get_task
 
 
 def _pair(predictions, labels, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -155,9 +148,8 @@ def task_metrics(task: str | GlueTask, predictions, labels) -> dict[str, float]:
 
 
 def main_metric(task: str | GlueTask) -> str:
-    """Name of the metric that picks the best checkpoint: mcc (CoLA, AX), f1 (MRPC, QQP), pearson (STS-B),
-    accuracy (the rest)."""
-    return _MAIN_METRIC[get_task(task).name]
+    """Name of the metric that picks the best checkpoint: the task's first metric (`GlueTask.main_metric`)."""
+    return get_task(task).main_metric
 
 
 def glue_score(task: str | GlueTask, metrics: dict[str, float]) -> float:

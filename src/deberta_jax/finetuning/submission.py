@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from deberta_jax.data.glue import STSB_RANGE, GlueTask, check_split, get_task
+from deberta_jax.data.glue.tasks import STSB_RANGE, GlueTask, check_split, get_task
 from deberta_jax.finetuning.metrics import predicted_labels
 
 HEADER = "index\tprediction"

@@ -22,7 +22,9 @@ import numpy as np
 
 from deberta_jax.config_tree import ConfigError, Section, apply_overrides, from_dict, read_json, strip_comments
 from deberta_jax.conversion.hf_checkpoint import load_pretrained, save_pretrained
-from deberta_jax.data.glue import TASK_NAMES, bucketed_batches, encode_examples, get_task, load_split
+from deberta_jax.data.glue.encoding import bucketed_batches, encode_examples
+from deberta_jax.data.glue.readers import load_split
+from deberta_jax.data.glue.tasks import TASK_NAMES, get_task
 from deberta_jax.finetuning.losses import task_loss
 from deberta_jax.finetuning.metrics import main_metric, task_metrics
 from deberta_jax.finetuning.sift import SiftConfig, sift_loss
