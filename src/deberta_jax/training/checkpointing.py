@@ -48,8 +48,10 @@ class TrainCheckpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        if shardings is None:  # one device: place arrays where JAX puts them by default
+            shardings = jax.tree_util.tree_map(lambda x: None, state_like)
         abstract = jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                          state_like, shardings)
+                                          state_like, shardings, is_leaf=lambda x: x is None)
         restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                         data=ocp.args.JsonRestore()))
         record = dict(restored["data"])
