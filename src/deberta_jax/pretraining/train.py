@@ -80,15 +80,15 @@ def model_config(cfg: PretrainConfig, tokenizer: DebertaV3Tokenizer) -> DebertaC
                                        **cfg.model.overrides})
 
 
-def build_objective(cfg: PretrainConfig, config: DebertaConfig):
+def build_objective(cfg: PretrainConfig, model_cfg: DebertaConfig):
     """(model, loss_fn, init_args, masking mode)."""
     init_ids = jnp.zeros((1, cfg.data.seq_len), jnp.int32)
     if cfg.objective == "mlm":
-        model = DebertaForMLMPretraining(config, emd_steps=cfg.emd.steps,
+        model = DebertaForMLMPretraining(model_cfg, emd_steps=cfg.emd.steps,
                                          emd_position_only_for_unchanged=cfg.emd.position_only_for_unchanged)
         return model, mlm_loss_fn(model), (init_ids,), "mlm"
-    gen = generator_config(config, cfg.rtd.generator_depth_ratio)
-    model = ReplacedTokenDetection(gen, config, cfg.rtd.sharing)
+    generator_cfg = generator_config(model_cfg, cfg.rtd.generator_depth_ratio)
+    model = ReplacedTokenDetection(generator_cfg, model_cfg, cfg.rtd.sharing)
     return model, rtd_loss_fn(model, cfg.rtd.weight, cfg.rtd.temperature), (init_ids,), "rtd"
 
 
@@ -168,8 +168,7 @@ def pretrain(cfg: PretrainConfig, workdir: str, resume: bool = False, progress: 
     tokenizer = load_tokenizer(cfg, workdir)
     dataset = PackedSequences(load_tokens(cfg, tokenizer, workdir), cfg.data.seq_len, tokenizer.cls_id,
                               tokenizer.sep_id, tokenizer.pad_id)
-    config = model_config(cfg, tokenizer)
-    model, loss_fn, init_args, mode = build_objective(cfg, config)
+    model, loss_fn, init_args, mode = build_objective(cfg, model_config(cfg, tokenizer))
     mesh = make_mesh(cfg.mesh.shape)
     data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
     if cfg.data.micro_batch_size % data_parallel:
