@@ -27,7 +27,7 @@ notebooks: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/pip install -q --no-deps -r requirements-bench.txt
-	$(BIN)/python experiments/bench/run_bench.py --models deberta-v3-xsmall --seq-lens 128 --batch 8 \
+	$(BIN)/python -m benchmarks --models deberta-v3-xsmall --seq-lens 128 --batch 8 \
 		--workloads forward,train --impls reference,skew,chunked --reps 5
 
 test: $(STAMP)

@@ -1,14 +1,14 @@
-"""Smoke test of the benchmark harness (`deberta-jax bench`) on a tiny 2-layer DeBERTa-v3: one round of the
+"""Smoke test of the benchmark harness (`python -m benchmarks`) on a tiny 2-layer DeBERTa-v3: one round of the
 backbone forward for ours and transformers (and keras-hub when it is installed), JSON keys, and the numerical
 check that ours (and keras-hub) compute transformers' output on the same weights."""
 
 import importlib.util
 import json
 
-from deberta_jax.benchmarking.cases import resolve_model
-from deberta_jax.benchmarking.extras import count_ops
-from deberta_jax.benchmarking.flops import model_flops
-from deberta_jax.cli import main
+from benchmarks.__main__ import main
+from benchmarks.cases import resolve_model
+from benchmarks.extras import count_ops
+from benchmarks.flops import model_flops
 
 HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None and importlib.util.find_spec("keras") is not None
 
@@ -16,7 +16,7 @@ HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None and importlib.
 def test_bench_smoke_tiny(tmp_path):
     families = "ours,transformers" + (",keras-hub" if HAS_KERAS_HUB else "")
     out = tmp_path / "bench.json"
-    rc = main(["bench", "--models", "tiny", "--seq-lens", "16", "--batch", "2", "--reps", "1", "--warmup", "0",
+    rc = main(["--models", "tiny", "--seq-lens", "16", "--batch", "2", "--reps", "1", "--warmup", "0",
                "--workloads", "forward", "--impls", "reference", "--scan-layers", "off", "--families", families,
                "--no-torch-compile", "--no-memory-probe", "--peak-size", "256", "--output", str(out)])
     assert rc == 0

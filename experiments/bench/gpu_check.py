@@ -44,7 +44,12 @@ import traceback
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src"))
+# The repository root (for benchmarks/) and src/ (for deberta_jax when it is not installed).
+_REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+sys.path[:0] = [_REPO, os.path.join(_REPO, "src")]
+
+from benchmarks.machine import versions  # noqa: E402
+from benchmarks.report import write_json  # noqa: E402
 
 SCHEMA = "deberta-jax-gpu-check/1"
 # The shell's sections, in the order it runs them (their priority when time runs short).
@@ -108,28 +113,6 @@ class Record:
         return 0
 
 
-def _plain(x):
-    """JSON-ready: NumPy scalars to Python, non-finite floats to None."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        x = x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
-
-
-def write_json(data: dict, path: str) -> None:
-    """`data` as JSON at `path`, atomically (a section killed mid-write leaves the previous version)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(_plain(data), f, indent=1)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
-
-
 def rel_err(x, ref) -> float:
     """||x - ref||_2 / ||ref||_2 in float64 (inf when x holds a NaN or inf)."""
     x = np.asarray(x, np.float64)
@@ -140,16 +123,6 @@ def rel_err(x, ref) -> float:
         return float("inf")
     denom = float(np.linalg.norm(ref)) or 1.0
     return float(np.linalg.norm(x - ref)) / denom
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------- env
@@ -168,7 +141,7 @@ def section_env(args) -> int:
     rec = Record(args.out, "env", dry_run=args.dry_run)
 
     def software():
-        return {"status": "ok", "versions": _versions(), "platform": platform.platform(),
+        return {"status": "ok", "versions": versions(PACKAGES), "platform": platform.platform(),
                 "executable": sys.executable, "cpu_count": os.cpu_count(),
                 "environment": {k: os.environ.get(k) for k in ("JAX_PLATFORMS", "XLA_PYTHON_CLIENT_PREALLOCATE",
                                                                "JAX_DEFAULT_MATMUL_PRECISION", "XLA_FLAGS",
@@ -177,7 +150,7 @@ def section_env(args) -> int:
     def jax_devices():
         import jax
 
-        from deberta_jax.benchmarking.device_peaks import datasheet_peak
+        from benchmarks.device_peaks import datasheet_peak
 
         devices = jax.devices()
         kind = devices[0].device_kind
@@ -237,7 +210,7 @@ def _jax_memory_stats(device) -> dict | None:
 
 def _write_tiny_config(path: str) -> dict:
     """The dry run's bench model: 2 layers of width 32 with 2 heads, so head_dim = 16 (the Pallas minimum)."""
-    from deberta_jax.benchmarking.cases import resolve_model
+    from benchmarks.cases import resolve_model
 
     cfg = resolve_model("tiny").replace(num_attention_heads=2)
     cfg.to_json_file(path)
@@ -518,7 +491,7 @@ def _hf_config(setup: dict):
 
 
 def _our_config(setup: dict, impl: str, dtype: str):
-    from deberta_jax.benchmarking.runners import impl_overrides
+    from benchmarks.runners.ours import impl_overrides
     from deberta_jax.config import preset
 
     return preset("deberta-v3-base", hidden_size=setup["hidden"], num_attention_heads=setup["heads"],
@@ -875,7 +848,7 @@ def _status(name: str, run: dict | None, result: dict | None) -> str:
         return "error"
     own = _bench_status(result) if name in BENCH_SECTIONS else result.get("status")
     if rc != "0":
-        # run_bench.py exits 1 when a numerical check failed; anything else is a crash.
+        # `python -m benchmarks` exits 1 when a numerical check failed; anything else is a crash.
         return own if own in ("not_installed", "failed") else "error"
     return "error" if own in (None, "running") else own
 

@@ -8,7 +8,7 @@
 #   env                       versions, devices, datasheet peak, which optional libraries import
 #   pallas                    Pallas kernel vs the dense path: fp32 (highest matmul precision) and bf16, forward
 #                             and gradients, and the model's attention_impl="pallas" switch vs "reference"
-#   bench_train               deberta-jax bench --dtype bfloat16, v3-base N=512 MLM train step, ours with the fused
+#   bench_train               python -m benchmarks --dtype bfloat16, v3-base N=512 MLM train step, ours with the fused
 #                             attention (chunked, pallas:32x32) vs transformers eager under bf16 autocast; MFU
 #                             against the datasheet bf16 peak
 #   layer_jax                 one v3-base attention layer at N=512/2048/8192: ours (reference, chunked, pallas)
@@ -47,7 +47,8 @@ mkdir -p "$RAW"
 : > "$RAW/sections.tsv"
 : > "$LOG"
 
-export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
+# benchmarks/ lives at the repository root, deberta_jax under src/.
+export PYTHONPATH="$REPO:$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3 XLA_PYTHON_CLIENT_PREALLOCATE=false
 DRYFLAG=()
 if [ $DRY = 1 ]; then
@@ -105,9 +106,9 @@ skip() {
 }
 
 GC=("$PY" "$REPO/experiments/bench/gpu_check.py")
-# bench NAME CAP WORKLOADS IMPLS: deberta-jax bench in bf16, ours against transformers eager under bf16 autocast.
+# bench NAME CAP WORKLOADS IMPLS: python -m benchmarks in bf16, ours against transformers eager under bf16 autocast.
 bench() {
-    section "$1" "$2" "$PY" "$REPO/experiments/bench/run_bench.py" "${BENCH_ARGS[@]}" --workloads "$3" --impls "$4" \
+    section "$1" "$2" "$PY" -m benchmarks "${BENCH_ARGS[@]}" --workloads "$3" --impls "$4" \
         --dtype bfloat16 --scan-layers off --families ours,transformers --no-torch-compile --no-memory-probe \
         --no-plots --output "$RAW/$1.json"
     # A bench stopped by its time box leaves its finished cases in NAME.partial.json.

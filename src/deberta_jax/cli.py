@@ -88,15 +88,6 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from deberta_jax.benchmarking.options import configure_environment
-
-    configure_environment()  # keras backend and GPU pre-allocation, before either framework starts
-    from deberta_jax.benchmarking.harness import run_from_args
-
-    return run_from_args(args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deberta-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,12 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--vocab-size", type=int, default=8000)
     tok.set_defaults(func=cmd_train_tokenizer)
 
-    from deberta_jax.benchmarking.options import add_arguments as add_bench_arguments
-
-    bench = sub.add_parser("bench", help="time ours vs transformers vs keras-hub side by side (see "
-                           "experiments/bench/README.md)")
-    add_bench_arguments(bench)
-    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -20,13 +20,23 @@ import sys
 import tempfile
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from deberta_jax.benchmarking import flops as flops_mod
-from deberta_jax.benchmarking.cases import Case, config_to_dict, num_masked, random_hf_state, resolve_model
-from deberta_jax.benchmarking.options import BenchOptions, configure_environment, options_from_args
-from deberta_jax.benchmarking.report import (add_throughput, error_entry, not_wired_entry, ratios, text_table,
-                                             time_stats, write_json, write_result_files)
+from benchmarks import extras
+from benchmarks.cases import Case, config_to_dict, num_masked, random_hf_state, resolve_model
+from benchmarks.device_peaks import datasheet_peak
+from benchmarks.flops import model_flops
+from benchmarks.machine import load_average, machine_info, machine_kind
+from benchmarks.memory_probe import run_probe
+from benchmarks.options import BenchOptions, configure_environment, options_from_args
+from benchmarks.report import (add_throughput, error_entry, not_wired_entry, ratios, text_table, time_stats,
+                               write_json, write_result_files)
+from benchmarks.runners import runner_from_spec
+from benchmarks.runners.base import Runner, spec_name
+from benchmarks.runners.ours import ours_lowered_text
+from deberta_jax.training.throughput import measure_matmul_peak
 
 SCHEMA = "deberta-jax-bench/1"
 NOTES = {
@@ -43,13 +53,13 @@ NOTES = {
                "ours and copied into keras-hub; see each implementation's 'weights'",
     "numeric_check": "max |x - transformers eager| before timing: forward = last hidden state, train = eval-mode "
                      "MLM logits at the masked positions",
-    "model_flops": "closed-form count of deberta_jax.benchmarking.flops (same FLOPs credited to every "
+    "model_flops": "closed-form count of benchmarks/flops.py (same FLOPs credited to every "
                    "implementation); xla_flops = XLA cost_analysis of the compiled program (ours, keras-hub)",
     "fraction_of_peak": "FLOP/s divided by matmul_peak.flops_per_s, measured in the same run on the same device",
     "mfu": "model FLOP/s divided by device_peak.flops_per_s, the accelerator's dense datasheet rate in the run's "
-           "dtype (deberta_jax/benchmarking/device_peaks.py); absent on CPU and on unlisted devices",
+           "dtype (benchmarks/device_peaks.py); absent on CPU and on unlisted devices",
     "memory": "compiled: XLA memory_analysis (arguments + outputs + temp - aliased); probe: fresh child process, "
-              "peak RSS during one step (CPU) and device peaks (GPU), see deberta_jax/benchmarking/memory_probe.py",
+              "peak RSS during one step (CPU) and device peaks (GPU), see benchmarks/memory_probe.py",
     "ratios": "time_ratio = ours median / peer median (< 1: ours faster); speedup = its inverse",
 }
 
@@ -59,10 +69,6 @@ def default_log(message: str) -> None:
 
 
 def measure_peak(dtype: str, size: int) -> float:
-    import jax.numpy as jnp
-
-    from deberta_jax.training.throughput import measure_matmul_peak
-
     return measure_matmul_peak(jnp.dtype(dtype), size=size)
 
 
@@ -80,10 +86,38 @@ def _specs(opts: BenchOptions) -> list[dict]:
     return specs
 
 
+def _case_entry(case: Case) -> dict:
+    """The case's result entry before anything runs: what it is and its model FLOPs."""
+    return {"model": case.model, "workload": case.workload, "batch": case.batch, "seq_len": case.seq_len,
+            "masked_per_row": case.masked, "dtype": case.dtype,
+            "config": {k: case.config[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                                   "intermediate_size", "vocab_size", "position_buckets",
+                                                   "max_position_embeddings")},
+            "model_flops": model_flops(case.cfg, case.workload, case.batch, case.seq_len, case.masked),
+            "implementations": {}}
+
+
+def _fail(runner: Runner, e: BaseException, stage: str, impls: dict, log) -> None:
+    """Records `e` as the runner's error at `stage` and closes it (called inside the `except` block)."""
+    impls[runner.name].update(error_entry(e, stage))
+    log(f"  {runner.name}: ERROR at {stage}: {impls[runner.name]['error']}")
+    runner.close()
+
+
+def _call_each(runners: list[Runner], step, stage: str, impls: dict, log) -> list[Runner]:
+    """step(runner) for every runner; returns those that did not raise (the others become error entries)."""
+    alive = []
+    for r in runners:
+        try:
+            step(r)
+            alive.append(r)
+        except Exception as e:  # noqa: BLE001
+            _fail(r, e, stage, impls, log)
+    return alive
+
+
 def _wiring(case: Case, specs: list[dict], log) -> dict[str, dict]:
     """Error entries for ours specs that are not wired (same lowered program as their baseline) or fail to lower."""
-    from deberta_jax.benchmarking.runners import ours_lowered_text, spec_name
-
     texts: dict = {}
 
     def text(impl, scan):
@@ -111,33 +145,10 @@ def _wiring(case: Case, specs: list[dict], log) -> dict[str, dict]:
     return errors
 
 
-def _compare(out: np.ndarray, ref: np.ndarray, atol: float, dtype: str) -> dict:
-    if out.shape != ref.shape:
-        return {"passed": False, "error": f"shape {out.shape} vs reference {ref.shape}"}
-    diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
-    scale = float(np.abs(ref).max()) or 1.0
-    tol = atol if dtype == "float32" else 3e-2 * scale
-    return {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
-            "max_rel_to_ref_max": float(diff.max()) / scale,
-            "tolerance": tol, "passed": bool(diff.max() <= tol)}
-
-
-def run_case(case: Case, hf_state: dict, opts: BenchOptions, log, weights_path: str | None) -> dict:
-    from deberta_jax.benchmarking.runners import runner_from_spec, spec_name
-
-    cfg = case.cfg
-    flops = flops_mod.model_flops(cfg, case.workload, case.batch, case.seq_len, case.masked)
-    entry = {"model": case.model, "workload": case.workload, "batch": case.batch, "seq_len": case.seq_len,
-             "masked_per_row": case.masked, "dtype": case.dtype,
-             "config": {k: case.config[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                                                    "intermediate_size", "vocab_size", "position_buckets",
-                                                    "max_position_embeddings")},
-             "model_flops": flops, "implementations": {}}
-    impls = entry["implementations"]
-    specs = _specs(opts)
-    log(f"== case {case.key}: {len(specs)} implementation(s), model FLOPs {flops['total']:.3g}")
+def _build(case: Case, specs: list[dict], hf_state: dict, shared: dict, impls: dict, log) -> list[Runner]:
+    """Builds (and AOT-compiles where the framework allows) one runner per spec; a spec that is not wired or does
+    not build becomes an error entry."""
     errors = _wiring(case, specs, log) if any(s["family"] == "ours" for s in specs) else {}
-    shared: dict = {}
     runners = []
     for spec in specs:
         name = spec_name(spec)
@@ -155,67 +166,74 @@ def run_case(case: Case, hf_state: dict, opts: BenchOptions, log, weights_path: 
             continue
         impls[name] = {**runner.meta, "status": "ok", "compile_s": runner.compile_s}
         runners.append(runner)
+    return runners
 
-    # Numerical check against transformers eager (train: before any step changes the weights).
+
+def _check_outputs(case: Case, runners: list[Runner], log) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Each runner's output for the numerical check, and the failed results of those that raised."""
+    outputs, failed = {}, {}
+    for r in runners:
+        if case.workload == "train" and r.name == "transformers-compile":
+            continue  # shares its module with transformers-eager; its check would repeat the eager one
+        log(f"  {r.name}: output for the numerical check")
+        try:
+            outputs[r.name] = r.check_output()
+        except Exception as e:  # noqa: BLE001
+            failed[r.name] = {"passed": False, **error_entry(e, "check")}
+    return outputs, failed
+
+
+def _compare(out: np.ndarray, ref: np.ndarray, atol: float, dtype: str) -> dict:
+    if out.shape != ref.shape:
+        return {"passed": False, "error": f"shape {out.shape} vs reference {ref.shape}"}
+    diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+    scale = float(np.abs(ref).max()) or 1.0
+    tol = atol if dtype == "float32" else 3e-2 * scale
+    return {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
+            "max_rel_to_ref_max": float(diff.max()) / scale,
+            "tolerance": tol, "passed": bool(diff.max() <= tol)}
+
+
+def _numeric_check(case: Case, outputs: dict[str, np.ndarray], failed: dict[str, dict], atol: float, log) -> dict:
+    """Every output against transformers eager's (against the first output when transformers did not run)."""
     check = {"reference": "transformers-eager", "what": ("last hidden state" if case.workload == "forward" else
                                                          "eval-mode MLM logits at the masked positions"),
-             "results": {}}
-    outputs: dict = {}
-
-    def take_output(runner):
-        if case.workload == "train" and runner.name == "transformers-compile":
-            return  # shares its module with transformers-eager; its check would repeat the eager one
-        log(f"  {runner.name}: output for the numerical check")
-        try:
-            outputs[runner.name] = runner.check_output()
-        except Exception as e:  # noqa: BLE001
-            check["results"][runner.name] = {"passed": False, **error_entry(e, "check")}
-
-    def fail(runner, e, stage):
-        impls[runner.name].update(error_entry(e, stage))
-        log(f"  {runner.name}: ERROR at {stage}: {impls[runner.name]['error']}")
-        runner.close()
-
-    if case.workload == "train":
-        for r in runners:
-            take_output(r)
-    alive = []
-    for r in runners:
-        log(f"  {r.name}: first call")
-        try:
-            impls[r.name]["first_call_s"] = r.prepare()
-            alive.append(r)
-        except Exception as e:  # noqa: BLE001
-            fail(r, e, "first_call")
-    runners = alive
-    if case.workload == "forward":
-        for r in runners:
-            take_output(r)
+             "results": dict(failed)}
     ref = outputs.get("transformers-eager")
     if ref is None and outputs:
         check["reference"] = next(iter(outputs))
         ref = outputs[check["reference"]]
     for name, out in outputs.items():
         if name != check["reference"]:
-            check["results"][name] = _compare(out, ref, opts.check_atol, case.dtype)
-            if not check["results"][name]["passed"]:
-                log(f"  WARNING {name}: max|d| vs {check['reference']} = {check['results'][name]['max_abs']:.3g} "
-                    f"> tolerance {check['results'][name]['tolerance']:.3g}")
-    entry["numeric_check"] = check
-    outputs.clear()
+            result = check["results"][name] = _compare(out, ref, atol, case.dtype)
+            if not result["passed"]:
+                log(f"  WARNING {name}: max|d| vs {check['reference']} = {result['max_abs']:.3g} "
+                    f"> tolerance {result['tolerance']:.3g}")
+    return check
 
-    for i in range(opts.warmup):
-        alive = []
-        for r in runners:
-            try:
-                r.call()
-                alive.append(r)
-            except Exception as e:  # noqa: BLE001
-                fail(r, e, "warmup")
-        runners = alive
 
+def _first_calls_and_check(case: Case, runners: list[Runner], impls: dict, atol: float,
+                           log) -> tuple[list[Runner], dict]:
+    """The first (compiling) call of every runner, timed apart, and the numerical check. A train step changes the
+    weights, so train outputs are taken before the first call; forward outputs after it (compiled by then)."""
+
+    def first_call(r: Runner) -> None:
+        log(f"  {r.name}: first call")
+        impls[r.name]["first_call_s"] = r.prepare()
+
+    if case.workload == "train":
+        outputs, failed = _check_outputs(case, runners, log)
+    runners = _call_each(runners, first_call, "first_call", impls, log)
+    if case.workload == "forward":
+        outputs, failed = _check_outputs(case, runners, log)
+    return runners, _numeric_check(case, outputs, failed, atol, log)
+
+
+def _time_rounds(runners: list[Runner], reps: int, impls: dict, log) -> tuple[list[Runner], dict[str, list[float]]]:
+    """`reps` rounds, each calling every runner once in an order rotated by one per round (so that load from other
+    processes hits all of them alike); returns the runners still alive and each one's seconds per call."""
     times: dict[str, list[float]] = {r.name: [] for r in runners}
-    for rep in range(opts.reps):
+    for rep in range(reps):
         if not runners:
             break
         k = rep % len(runners)
@@ -227,52 +245,66 @@ def run_case(case: Case, hf_state: dict, opts: BenchOptions, log, weights_path: 
             try:
                 r.call()
             except Exception as e:  # noqa: BLE001
-                fail(r, e, "run")
+                _fail(r, e, "run", impls, log)
                 continue
             dt = time.perf_counter() - t0
             times[r.name].append(dt)
             alive_names.add(r.name)
             line.append(f"{r.name} {dt * 1e3:.0f}ms")
         runners = [r for r in runners if r.name in alive_names]
-        log(f"  round {rep + 1}/{opts.reps}: " + ", ".join(line))
+        log(f"  round {rep + 1}/{reps}: " + ", ".join(line))
+    return runners, times
 
-    from deberta_jax.benchmarking.runners import TorchRunner
 
+def _record_and_close(runners: list[Runner], times: dict[str, list[float]], impls: dict) -> None:
+    """Time statistics, in-process memory and XLA's FLOP count of every runner that finished its rounds."""
     for r in runners:
         e = impls[r.name]
         e.update(time_stats(times[r.name]), times_s=times[r.name])
         try:
             e["memory"] = r.memory()
-            if isinstance(r, TorchRunner):
-                e["memory"].update(r.device_memory())
+            e["memory"].update(r.device_memory())
             e["xla_flops"] = r.xla_flops()
         except Exception as ex:  # noqa: BLE001
             e["memory_error"] = f"{type(ex).__name__}: {ex}"
         r.close()
-    runners.clear()
+
+
+def _probe_memory(case: Case, specs: list[dict], impls: dict, weights_path: str, timeout_s: float, log) -> None:
+    """Peak memory of one step of every measured implementation, each in a fresh child process."""
+    for spec in specs:
+        name = spec_name(spec)
+        e = impls.get(name, {})
+        if e.get("status") != "ok":
+            continue
+        if name == "transformers-compile":
+            e.setdefault("memory", {})["probe"] = {"status": "skipped",
+                                                   "reason": "would recompile for minutes in the child"}
+            continue
+        log(f"  {name}: memory probe (child process)")
+        e.setdefault("memory", {})["probe"] = run_probe(dataclasses.asdict(case), spec, weights_path, timeout_s)
+        if e["memory"]["probe"].get("status") != "ok":
+            log(f"  {name}: memory probe ERROR: {e['memory']['probe'].get('error')}")
+
+
+def run_case(case: Case, hf_state: dict, opts: BenchOptions, log, weights_path: str | None) -> dict:
+    """One case: build, first call and numerical check, warmup, timed rounds, memory; returns its result entry."""
+    entry = _case_entry(case)
+    impls = entry["implementations"]
+    specs = _specs(opts)
+    log(f"== case {case.key}: {len(specs)} implementation(s), model FLOPs {entry['model_flops']['total']:.3g}")
+    shared: dict = {}  # what runners of one family share within the case (weights, train state, module)
+    runners = _build(case, specs, hf_state, shared, impls, log)
+    runners, entry["numeric_check"] = _first_calls_and_check(case, runners, impls, opts.check_atol, log)
+    for _ in range(opts.warmup):
+        runners = _call_each(runners, lambda r: r.call(), "warmup", impls, log)
+    runners, times = _time_rounds(runners, opts.reps, impls, log)
+    _record_and_close(runners, times, impls)
     shared.clear()
     gc.collect()
-
     if opts.memory_probe and weights_path:
-        from deberta_jax.benchmarking.memory_probe import run_probe
-
-        for spec in specs:
-            name = spec_name(spec)
-            e = impls.get(name, {})
-            if e.get("status") != "ok":
-                continue
-            if name == "transformers-compile":
-                e.setdefault("memory", {})["probe"] = {"status": "skipped",
-                                                       "reason": "would recompile for minutes in the child"}
-                continue
-            log(f"  {name}: memory probe (child process)")
-            e.setdefault("memory", {})["probe"] = run_probe(dataclasses.asdict(case), spec, weights_path,
-                                                            opts.probe_timeout_s)
-            if e["memory"]["probe"].get("status") != "ok":
-                log(f"  {name}: memory probe ERROR: {e['memory']['probe'].get('error')}")
+        _probe_memory(case, specs, impls, weights_path, opts.probe_timeout_s, log)
     entry["ratios"] = ratios(impls)
-    from deberta_jax.benchmarking.machine import load_average
-
     entry["load_average_after"] = load_average()
     return entry
 
@@ -282,8 +314,6 @@ def run(opts: BenchOptions, log=default_log) -> dict:
     """Runs everything `opts` asks for; writes the JSON (and plots) and returns the result dict."""
     configure_environment()
     opts.validate()
-    from deberta_jax.benchmarking.machine import load_average, machine_info, machine_kind
-
     info = machine_info()
     kind = machine_kind(info)
     log(f"machine {kind}: {info['cpu_model']}, {info['cpu_affinity']} cores, jax {info['jax_backend']} "
@@ -340,8 +370,6 @@ def run(opts: BenchOptions, log=default_log) -> dict:
 
 
 def run_extras(opts: BenchOptions, log) -> dict:
-    from deberta_jax.benchmarking import extras
-
     out = {}
     if "compile-scan" in opts.extras:
         try:
@@ -375,17 +403,11 @@ def _results_path(result: dict, opts: BenchOptions) -> str:
 
 def _device_peak(dtype: str) -> dict | None:
     """The datasheet peak of the default accelerator in `dtype` (None on CPU or for an unlisted device)."""
-    import jax
-
-    from deberta_jax.benchmarking.device_peaks import datasheet_peak
-
     device = jax.devices()[0]
     return None if device.platform == "cpu" else datasheet_peak(device.device_kind, dtype)
 
 
 def _set_matmul_peak(result: dict, peaks: list[float], opts: BenchOptions) -> None:
-    import jax
-
     result["matmul_peak"] = {"flops_per_s": max(peaks), "measurements": list(peaks), "dtype": opts.dtype,
                              "size": opts.peak_size, "device": str(jax.devices()[0]),
                              "how": "deberta_jax.training.throughput.measure_matmul_peak at the start and the end "
@@ -456,6 +478,6 @@ def numeric_checks_passed(result: dict) -> bool:
 
 
 def run_from_args(args) -> int:
-    """Entry point of `deberta-jax bench` and run_bench.py: 0, or 1 when a numerical check failed."""
+    """Entry point of `python -m benchmarks`: 0, or 1 when a numerical check failed."""
     result = run(options_from_args(args))
     return 0 if numeric_checks_passed(result) else 1

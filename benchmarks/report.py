@@ -274,12 +274,13 @@ def plot_memory_curve(curve: dict, path: str) -> str | None:
 
 
 def _jsonable(x):
+    """JSON-ready: NumPy scalars to Python, non-finite floats to None (JSON has no NaN or inf)."""
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        x = x.item()
     if isinstance(x, float) and not np.isfinite(x):
         return None
     return x

@@ -1,6 +1,6 @@
 """Peak memory of one implementation's step, measured in a fresh child process.
 
-Run by the harness as `python -m deberta_jax.benchmarking.memory_probe` with a JSON request on stdin
+Run by the harness as `python -m benchmarks.memory_probe` with a JSON request on stdin
 ({"case": ..., "spec": ..., "weights": path of an .npz of the shared transformers weights}); prints one JSON line.
 
 What is measured (CPU): the child imports the frameworks and records its resident set size (VmRSS); builds the
@@ -25,9 +25,18 @@ from __future__ import annotations
 import gc
 import json
 import os
+import subprocess
 import sys
 import time
 
+import numpy as np
+
+from benchmarks.cases import Case
+from benchmarks.runners import runner_from_spec
+from benchmarks.runners.keras_jax import keras_import
+
+# The folder that holds the `benchmarks` package: the child imports it from there whatever its working directory.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
@@ -51,16 +60,9 @@ def reset_peak() -> bool:
 
 
 def probe(request: dict) -> dict:
-    import numpy as np
-
-    from deberta_jax.benchmarking.cases import Case
-    from deberta_jax.benchmarking.runners import runner_from_spec
-
     case = Case(**request["case"])
     spec = request["spec"]
     if spec["family"] == "keras-hub":
-        from deberta_jax.benchmarking.runners import keras_import
-
         keras_import()
     elif spec["family"] == "transformers":
         import torch  # noqa: F401
@@ -135,13 +137,12 @@ def main() -> int:
 
 def run_probe(case_dict: dict, spec: dict, weights_path: str, timeout_s: float) -> dict:
     """Runs one probe in a child process (called by the harness)."""
-    import subprocess
-
     env = dict(os.environ, **PROBE_ENV)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
     env.setdefault("KERAS_BACKEND", "jax")
     request = json.dumps({"case": case_dict, "spec": spec, "weights": weights_path})
     try:
-        proc = subprocess.run([sys.executable, "-m", "deberta_jax.benchmarking.memory_probe"], input=request,
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.memory_probe"], input=request,
                               capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
         return {"status": "error", "error": f"memory probe timed out after {timeout_s:.0f}s"}

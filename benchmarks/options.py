@@ -1,6 +1,6 @@
-"""Command-line options of the benchmark harness, shared by `deberta-jax bench` and `experiments/bench/run_bench.py`.
+"""Command-line options of `python -m benchmarks`.
 
-This module imports nothing heavy: the CLI builds its parser from `add_arguments` without starting any framework.
+This module imports nothing heavy: `--help` and a bad option answer without starting any framework.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _scan_flags(text: str) -> list[bool]:
     return flags
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class BenchOptions:
     """Everything one benchmark run measures; see `add_arguments` for the meaning of each field."""
 
@@ -92,7 +92,7 @@ class BenchOptions:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Adds the harness options to `parser` (used by both entry points)."""
+    """Adds the harness options to `parser`."""
     d = BenchOptions()
     g = parser.add_argument_group("what to measure")
     g.add_argument("--models", type=_csv, default=d.models,

@@ -14,8 +14,9 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from deberta_jax.benchmarking.report import error_entry, not_wired_entry
-from deberta_jax.benchmarking.runners import compiled_memory, impl_overrides, ours_forward_fn
+from benchmarks.report import error_entry, not_wired_entry
+from benchmarks.runners.base import compiled_memory
+from benchmarks.runners.ours import impl_overrides, ours_forward_fn
 
 Log = Callable[[str], None]
 
