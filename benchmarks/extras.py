@@ -137,8 +137,8 @@ def _abstract_train_step(cfg, batch: int, seq_len: int, masked: int):
     from deberta_jax.training.train_step import TrainState, make_train_step
 
     model = DebertaForMLMPretraining(cfg, emd_steps=0)
-    opt_cfg = OptimizerConfig(total_steps=10 ** 6)
-    optimizer = make_optimizer(opt_cfg)
+    schedule = learning_rate_schedule(OptimizerConfig(), 10 ** 6)
+    optimizer = make_optimizer(OptimizerConfig(), schedule)
     mesh = make_mesh((1, 1, 1), devices=jax.devices()[:1])
     ids = jnp.zeros((1, seq_len), jnp.int32)
 
@@ -151,7 +151,7 @@ def _abstract_train_step(cfg, batch: int, seq_len: int, masked: int):
     boxed = jax.eval_shape(init, jax.random.PRNGKey(0))
     shardings = logical_shardings(boxed, mesh, DEFAULT_RULES)
     state = nn.meta.unbox(boxed)
-    step = make_train_step(mlm_loss_fn(model), optimizer, learning_rate_schedule(opt_cfg), shardings, mesh)
+    step = make_train_step(mlm_loss_fn(model), optimizer, schedule, shardings, mesh)
     s = jax.ShapeDtypeStruct
     batch_spec = {"input_ids": s((1, batch, seq_len), jnp.int32), "attention_mask": s((1, batch, seq_len), jnp.int32),
                   "masked_positions": s((1, batch, masked), jnp.int32),

@@ -115,9 +115,10 @@ class OursRunner(JitRunner):
 
             model = DebertaForMLMPretraining(cfg, emd_steps=0)
             self.model = model
-            opt_cfg = OptimizerConfig(learning_rate=LEARNING_RATE, total_steps=10 ** 6, weight_decay=WEIGHT_DECAY,
-                                      eps=ADAM_EPS, clip_norm=CLIP_NORM)
-            optimizer = make_optimizer(opt_cfg)
+            opt_cfg = OptimizerConfig(learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY, eps=ADAM_EPS,
+                                      clip_norm=CLIP_NORM)
+            schedule = learning_rate_schedule(opt_cfg, 10 ** 6)
+            optimizer = make_optimizer(opt_cfg, schedule)
             mesh = make_mesh((1, 1, 1), devices=jax.devices()[:1])
             params = self._params(model, self.hf_state)
             self.params = params
@@ -127,8 +128,7 @@ class OursRunner(JitRunner):
                                                       self.case.seed, mesh, params=params)
                 self.shared.states[key] = {"state": state, "shardings": shardings}
             self.holder = self.shared.states[key]
-            step = make_train_step(mlm_loss_fn(model), optimizer, learning_rate_schedule(opt_cfg),
-                                   self.holder["shardings"], mesh)
+            step = make_train_step(mlm_loss_fn(model), optimizer, schedule, self.holder["shardings"], mesh)
             self.batch = {k: self.inputs[k][None] for k in
                           ("input_ids", "attention_mask", "masked_positions", "masked_labels", "masked_weights")}
             self.compiled = step.lower(self.holder["state"], self.batch).compile()
