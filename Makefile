@@ -1,4 +1,5 @@
-# Two entry points on a fresh machine: `make demo` (the main job) and `make test`; `make parity` checks a
+# Two entry points on a fresh machine: `make demo` (the main job) and `make test`. `make test-fast` is the quick
+# tier: the tests not marked slow (markers in setup.cfg), under 3 minutes on 2 cores. `make parity` checks a
 # converted checkpoint against PyTorch, `make notebooks` re-executes notebooks/ and saves their outputs, and
 # `make bench` times deberta-jax against transformers and keras-hub (experiments/bench/README.md).
 # Both create .venv from the pinned requirements on first use.
@@ -7,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo parity notebooks bench test clean
+.PHONY: demo parity notebooks bench test test-fast clean
 
 $(STAMP): requirements.txt requirements-test.txt setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,9 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=10 tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" --durations=10 tests
 
 clean:
 	rm -rf $(VENV)

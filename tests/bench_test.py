@@ -5,6 +5,8 @@ check that ours (and keras-hub) compute transformers' output on the same weights
 import importlib.util
 import json
 
+import pytest
+
 from benchmarks.__main__ import main
 from benchmarks.cases import resolve_model
 from benchmarks.extras import count_ops
@@ -13,6 +15,7 @@ from benchmarks.flops import model_flops
 HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None and importlib.util.find_spec("keras") is not None
 
 
+@pytest.mark.reference
 def test_bench_smoke_tiny(tmp_path):
     families = "ours,transformers" + (",keras-hub" if HAS_KERAS_HUB else "")
     out = tmp_path / "bench.json"

@@ -48,6 +48,7 @@ CASES = [("v3", h) for h in AUTO] + [("v1", None), ("v1", "masked_lm"), ("v1", "
                                       ("v2_conv_no_share", "masked_lm"), ("v3_embedding_size", "masked_lm")]
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("family,head", CASES)
 def test_round_trip_through_transformers(tmp_path, family, head):
     hf_model = random_hf_model(family, head, num_labels=2)
@@ -68,6 +69,7 @@ def test_round_trip_through_transformers(tmp_path, family, head):
     np.testing.assert_allclose(_outputs_jax(model, params, head, ids, mask), original, rtol=0, atol=1e-5)
 
 
+@pytest.mark.reference
 def test_microsoft_style_extra_keys_are_reported_not_loaded(tmp_path):
     hf_model = random_hf_model("v3", "masked_lm", legacy=False)
     hf_model.save_pretrained(tmp_path)
@@ -86,6 +88,8 @@ def test_microsoft_style_extra_keys_are_reported_not_loaded(tmp_path):
     assert "embeddings.position_embeddings.weight" in report.unexpected
 
 
+@pytest.mark.slow
+@pytest.mark.reference
 def test_backbone_checkpoint_into_head_reports_new_head(tmp_path):
     hf_model = random_hf_model("v3")
     hf_model.save_pretrained(tmp_path)
@@ -98,6 +102,8 @@ def test_backbone_checkpoint_into_head_reports_new_head(tmp_path):
                                rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.reference
 def test_shape_mismatch_names_key_and_shapes(tmp_path):
     random_hf_model("v3", "sequence_classification", num_labels=3).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"'classifier.bias' has shape \(3,\).*expects \(5,\)"):
@@ -108,6 +114,7 @@ def test_shape_mismatch_names_key_and_shapes(tmp_path):
     assert params["classifier"]["kernel"].shape == (32, 5)
 
 
+@pytest.mark.reference
 def test_bfloat16_and_sharded_checkpoints(tmp_path):
     hf_model = random_hf_model("v3", "masked_lm")
     hf_model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
@@ -122,6 +129,7 @@ def test_bfloat16_and_sharded_checkpoints(tmp_path):
                                   hf_model.deberta.embeddings.word_embeddings.weight.detach().numpy())
 
 
+@pytest.mark.reference
 def test_pytorch_bin_checkpoint(tmp_path):
     hf_model = random_hf_model("v1")
     hf_model.config.save_pretrained(tmp_path)
@@ -132,6 +140,8 @@ def test_pytorch_bin_checkpoint(tmp_path):
                                rtol=0, atol=1e-5)
 
 
+@pytest.mark.reference
+@pytest.mark.subprocess
 def test_safetensors_loading_needs_no_torch(tmp_path):
     random_hf_model("v3").save_pretrained(tmp_path)
     code = ("import sys; sys.modules['torch'] = None\n"

@@ -88,6 +88,7 @@ CASES = [  # terms, relative positions, (Q, K), (block_q, block_k)
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("terms,rel,lengths,blocks", CASES)
 def test_matches_dense_path(terms, rel, lengths, blocks):
     (query, key, value, pos_key, pos_query), query_mask, key_mask = make_inputs(2, *lengths, 2, 8, rel["span"])
@@ -101,6 +102,7 @@ def test_matches_dense_path(terms, rel, lengths, blocks):
     assert_close(output_and_grads(fused, arrays, cotangent), output_and_grads(dense, arrays, cotangent))
 
 
+@pytest.mark.slow
 def test_dropout_matches_dense_counter_mask():
     rel = LOG_BUCKETS
     arrays, query_mask, key_mask = make_inputs(2, 37, 37, 2, 8, rel["span"], seed=2)
@@ -196,6 +198,7 @@ def test_memory_is_linear_in_sequence_length():
     assert _largest_per_row(jax.make_jaxpr(jax.grad(dense_loss))(*arrays).jaxpr, heads) >= n * n
 
 
+@pytest.mark.slow
 def test_compiled_hlo_has_no_gather_or_scatter():
     arrays, query_mask, key_mask = make_inputs(2, 37, 37, 2, 8, 8)
     rows = relative_offset_rows(37, 37, 8, 8, 32)

@@ -11,6 +11,8 @@ from deberta_jax.conversion.jax_checkpoint import load_checkpoint, save_checkpoi
 from deberta_jax import load_pretrained
 from reference import padded_batch, random_hf_model
 
+pytestmark = pytest.mark.reference
+
 
 def test_convert_round_trip_and_parity(tmp_path, capsys):
     random_hf_model("v3", "masked_lm").save_pretrained(tmp_path / "hf")

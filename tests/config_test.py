@@ -42,6 +42,7 @@ def test_unknown_config_json_key_is_an_error():
         DebertaConfig.from_hf_dict({"model_type": "deberta-v2", "talking_heads_v9": 1})
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_hf_config_round_trip(tmp_path, name):
     config = preset(name, num_labels=3)
@@ -65,6 +66,8 @@ def _hf_param_count(config: DebertaConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.slow
+@pytest.mark.reference
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_full_size_presets_have_reference_parameter_counts(name):
     config = preset(name)

@@ -13,6 +13,8 @@ import torch
 
 from reference import FAMILIES, assert_gradients_match, jax_twin, padded_batch, random_hf_model, to_torch
 
+pytestmark = pytest.mark.reference
+
 ATOL = 1e-5
 VARIANTS = {
     "skew": dict(attention_impl="skew"),
@@ -30,10 +32,13 @@ FAMILIES_OF = {
     "scan_layers_remat_chunked": ["v1", "v2_conv_no_share", "v3"],
 }
 REFERENCE_OVERRIDES = {"pallas": dict(num_attention_heads=2)}
-FAMILY_GRID = [(variant, family) for variant in VARIANTS for family in FAMILIES_OF.get(variant, sorted(FAMILIES))]
+# `make test-fast` runs each variant on v3 inside the buckets; the rest of the grid is slow.
+FAMILY_GRID = [pytest.param(variant, family, marks=() if family == "v3" else pytest.mark.slow)
+               for variant in VARIANTS for family in FAMILIES_OF.get(variant, sorted(FAMILIES))]
 
 
-@pytest.mark.parametrize("seq", [6, 40], ids=["inside_buckets", "beyond_buckets"])
+@pytest.mark.parametrize("seq", [6, pytest.param(40, marks=pytest.mark.slow)],
+                         ids=["inside_buckets", "beyond_buckets"])
 @pytest.mark.parametrize("variant,family", FAMILY_GRID)
 def test_backbone_matches_reference(variant, family, seq):
     hf_model = random_hf_model(family, **REFERENCE_OVERRIDES.get(variant, {}))
@@ -53,6 +58,7 @@ GRADIENT_CASES = [("v1", "masked_lm"), ("v3", "sequence_classification"), ("v2_c
                   ("v3_p2c_only", "masked_lm")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant,family,head", [(v, f, h) for v in VARIANTS for f, h in GRADIENT_CASES
                                                  if f in FAMILIES_OF.get(v, FAMILIES)])
 def test_gradients_match_reference(variant, family, head):
@@ -65,6 +71,7 @@ def _hlo_ops(fn, *args) -> str:
     return jax.jit(fn).lower(*args).compile().as_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["v3", "v1"])
 def test_gather_free_paths_compile_without_gather(family):
     """The TPU hazard: the reference path gathers c2p/p2c; skew and chunked must not, forward or backward.
@@ -96,6 +103,7 @@ def test_fused_impls_reject_what_they_cannot_compute():
         model.apply({"params": params}, jnp.asarray(ids), attention_mask=pair)
 
 
+@pytest.mark.slow
 def test_fused_kernels_draw_the_same_attention_dropout():
     """Both fused kernels regenerate the counter-based keep bits from one seed per layer and step, so with attention
     dropout on they compute the same network; and dropout really acts (the output moves)."""

@@ -54,6 +54,7 @@ def glue_dir_and_model(tmp_path_factory):
     return root / "glue", root / "model"
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_generated_task_and_predicts(glue_dir_and_model, tmp_path, capsys):
     glue_dir, model_dir = glue_dir_and_model
     workdir = tmp_path / "run"
@@ -74,6 +75,7 @@ def test_tiny_model_learns_generated_task_and_predicts(glue_dir_and_model, tmp_p
     assert (predictions == expected).mean() >= 0.9
 
 
+# Not slow although it trains (~10 s): the quick tier's only run of the fine-tuning loop.
 def test_sift_and_regression_run(glue_dir_and_model, tmp_path):
     glue_dir, model_dir = glue_dir_and_model
     stsb = tmp_path / "glue" / "STS-B"
@@ -95,6 +97,7 @@ def test_sift_and_regression_run(glue_dir_and_model, tmp_path):
     assert all(np.isfinite(r["sift_loss"]) and r["sift_loss"] >= 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_stop_and_resume_matches_an_uninterrupted_run(glue_dir_and_model, tmp_path):
     from deberta_jax.finetuning.train import FinetuneConfig, finetune
 

@@ -25,6 +25,8 @@ from deberta_jax.training.optimizer import (
 from deberta_jax.training.train_step import create_train_state, make_train_step
 from reference import jax_twin, padded_batch, random_hf_model
 
+pytestmark = [pytest.mark.slow, pytest.mark.reference]
+
 HEAD = "sequence_classification"
 STEPS, WARMUP, BATCH, SEQ = 100, 10, 4, 16
 # Batches cycle 4 times: the loss falls but stays far from 0, where its relative error would be all rounding.

@@ -14,6 +14,7 @@ from deberta_jax.training.optimizer import (
 from reference import jax_twin, padded_batch, random_hf_model
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("num_labels,labels", [
     (3, [0, 2, -1, 1]),          # a row labelled < 0 is dropped by the reference
     (2, [1, 0, 1, 1]),
@@ -40,6 +41,7 @@ def test_padding_rows_do_not_count():
     np.testing.assert_allclose(float(full), float(padded), rtol=1e-7)
 
 
+@pytest.mark.reference
 def test_zero_perturbation_changes_nothing_but_the_epsilon():
     """LayerNorm(normalise(x) + 0) equals LayerNorm(x) up to the epsilon inside the extra normalisation."""
     hf_model = random_hf_model("v3", "sequence_classification")
@@ -51,6 +53,8 @@ def test_zero_perturbation_changes_nothing_but_the_epsilon():
     np.testing.assert_allclose(np.asarray(zero), np.asarray(clean), rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.reference
 def test_sift_step_has_the_stated_size_and_leaves_params_alone():
     hf_model = random_hf_model("v3", "sequence_classification")
     model, params = jax_twin(hf_model, "sequence_classification")
@@ -91,6 +95,8 @@ def test_symmetric_divergence_closed_form():
     np.testing.assert_allclose(float(symmetric_divergence(a, b)), expected, rtol=1e-6)
 
 
+@pytest.mark.slow
+@pytest.mark.reference
 def test_layer_decay_factors_and_their_effect():
     hf_model = random_hf_model("v3", "sequence_classification")
     _, params = jax_twin(hf_model, "sequence_classification")

@@ -8,6 +8,10 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.reference, pytest.mark.subprocess]
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "experiments", "bench", "gpu_check.sh")
 SECTIONS = ("env", "pallas", "bench_train", "layer_jax", "layer_flashdeberta", "layer_disentangled_flash",

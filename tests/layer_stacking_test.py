@@ -23,6 +23,7 @@ def _leaves_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conv", [0, 3])
 def test_stacked_layout_is_what_the_scanned_model_initialises(conv):
     per_layer = init_params(build_model(TINY.replace(conv_kernel_size=conv), "masked_lm"), jax.random.PRNGKey(0))
@@ -38,6 +39,7 @@ def test_stacked_layout_is_what_the_scanned_model_initialises(conv):
     _leaves_equal(unstack_layers(stacked), per_layer)
 
 
+@pytest.mark.slow
 def test_scanned_model_equals_the_loop_on_converted_params():
     model = build_model(TINY, None)
     scanned = build_model(TINY.replace(scan_layers=True), None)
@@ -64,6 +66,7 @@ def _matches_per_layer(stacked_values, per_layer_values):
         np.testing.assert_allclose(np.broadcast_to(np.asarray(got, np.float64).reshape(-1), want.shape), want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conv", [0, 3])
 def test_optimizer_treats_stacked_layers_like_separate_ones(conv):
     """Biases and LayerNorm scales of scanned layers are 2-D [layers, width] yet get no weight decay, and layer i

@@ -10,6 +10,8 @@ from deberta_jax.model.attention import content_to_position, position_to_content
 from deberta_jax.model.relative_positions import relative_embedding_index
 from reference import FAMILIES, assert_gradients_match, jax_twin, padded_batch, random_hf_model, to_torch
 
+pytestmark = pytest.mark.reference
+
 ATOL = 1e-5
 
 
@@ -37,6 +39,7 @@ def test_backbone_every_stage_matches(family, seq):
     np.testing.assert_allclose(np.asarray(out.last_hidden_state), ref.last_hidden_state.numpy(), rtol=0, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_released_bucket_settings_beyond_512_tokens():
     """position_buckets=256, max_relative_positions=512 (the released v3 values) at 600 tokens: offsets past
     ±511 take transformers' unclamped buckets."""
@@ -47,6 +50,7 @@ def test_released_bucket_settings_beyond_512_tokens():
     np.testing.assert_allclose(np.asarray(out.last_hidden_state), ref.last_hidden_state.numpy(), rtol=0, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_sequence_longer_than_max_relative_positions_v1():
     # v1 family has max_relative_positions=16: offsets beyond it clamp to the table's ends.
     hf_model = random_hf_model("v1")
@@ -56,7 +60,9 @@ def test_sequence_longer_than_max_relative_positions_v1():
     np.testing.assert_allclose(np.asarray(out.last_hidden_state), ref.last_hidden_state.numpy(), rtol=0, atol=ATOL)
 
 
-HEAD_CASES = [(f, h) for f in ("v1", "v3", "v3_embedding_size", "v2_conv_no_share")
+# `make test-fast` runs every head on v3; the other families' heads are slow.
+HEAD_CASES = [pytest.param(f, h, marks=() if f == "v3" else pytest.mark.slow)
+              for f in ("v1", "v3", "v3_embedding_size", "v2_conv_no_share")
               for h in ("masked_lm", "sequence_classification", "token_classification", "question_answering",
                         "multiple_choice") if not (f == "v1" and h == "multiple_choice")]
 
@@ -181,6 +187,7 @@ def test_c2p_and_p2c_terms_match_reference_v1():
         np.testing.assert_allclose(np.asarray(mine), theirs.numpy(), rtol=0, atol=ATOL, err_msg=term)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,head", [("v1", "masked_lm"), ("v3", "sequence_classification"),
                                          ("v2_conv_no_share", "masked_lm"), ("v3_embedding_size", "masked_lm"),
                                          ("v2_abs_pos_token_types", "token_classification")])
@@ -205,6 +212,7 @@ def test_three_d_mask_matches_reference_encoder():
     np.testing.assert_allclose(np.asarray(out.last_hidden_state), ref, rtol=0, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_two_d_mask_equals_its_pairwise_three_d_form():
     hf_model = random_hf_model("v3")
     model, params = jax_twin(hf_model)
@@ -215,6 +223,7 @@ def test_two_d_mask_equals_its_pairwise_three_d_form():
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_remat_changes_nothing():
     hf_model = random_hf_model("v3", "masked_lm")
     model, params = jax_twin(hf_model, "masked_lm")
@@ -230,6 +239,7 @@ def test_remat_changes_nothing():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_dropout_is_active_only_when_not_deterministic():
     hf_model = random_hf_model("v3")
     model, params = jax_twin(hf_model)
@@ -243,6 +253,7 @@ def test_dropout_is_active_only_when_not_deterministic():
     assert np.abs(np.asarray(a.last_hidden_state) - np.asarray(b.last_hidden_state)).max() > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["v1", "v3"])
 def test_bf16_compute_is_finite_and_close_to_fp32(family):
     hf_model = random_hf_model(family, "masked_lm")
@@ -260,6 +271,7 @@ def test_bf16_compute_is_finite_and_close_to_fp32(family):
     assert np.abs(np.asarray(half.logits, np.float32) - np.asarray(full.logits)).max() < 0.1
 
 
+@pytest.mark.slow
 def test_attention_scores_do_not_overflow_in_half_precision():
     """Scores beyond float16's range (65504) stay finite: scores and softmax are always fp32."""
     hf_model = random_hf_model("v3")

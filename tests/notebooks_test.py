@@ -46,6 +46,8 @@ def test_notebook_directory_is_small():
     assert size < MAX_DIR_BYTES, f"notebooks/ holds {size / 1024:.0f} KiB"
 
 
+@pytest.mark.slow
+@pytest.mark.notebook
 @pytest.mark.parametrize("name", EXPECTED)
 def test_notebook_executes(name):
     """Raises nbclient's CellExecutionError, with the failing cell and its traceback, on any error."""

@@ -103,6 +103,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_dense_fp32(case):
     batch, q_len, k_len, terms, rel, blocks = CASES[case]
@@ -113,6 +114,7 @@ def test_matches_dense_fp32(case):
     assert_match(fused, dense, TOL)
 
 
+@pytest.mark.slow
 def test_fully_masked_row_is_uniform_over_real_keys():
     # Padding K = 40 to 48 must not change the uniform 1/40 that the dense path gives a fully masked row.
     diff_args, query_mask, key_mask = make_inputs(2, 2, 24, 40, 8, ("c2p", "p2c"))
@@ -122,6 +124,7 @@ def test_fully_masked_row_is_uniform_over_real_keys():
     np.testing.assert_allclose(out[1, -1], value[1].mean(axis=0), atol=TOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_dropout_matches_dense_mask():
     batch, q_len, k_len, rel, rate = 2, 24, 24, (8, 8, 32), 0.1
     diff_args, query_mask, key_mask = make_inputs(3, batch, q_len, k_len, rel[0], ("c2p", "p2c"))
@@ -136,6 +139,7 @@ def test_dropout_matches_dense_mask():
     assert float(jnp.abs(no_dropout - dense[0]).max()) > 0.1, "the dropout mask dropped nothing"
 
 
+@pytest.mark.slow
 def test_bf16_close_to_fp32_dense():
     batch, q_len, k_len, rel = 2, 40, 40, (8, 8, 32)
     diff_args, query_mask, key_mask = make_inputs(5, batch, q_len, k_len, rel[0], ("c2p", "p2c"), jnp.bfloat16)

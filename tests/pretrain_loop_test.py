@@ -45,6 +45,7 @@ def _config(corpus, tokenizer_dir, *overrides):
     return from_dict(PretrainConfig, apply_overrides(PretrainConfig, values, overrides))
 
 
+@pytest.mark.slow
 def test_stop_and_resume_gives_the_same_losses(corpus, tokenizer_dir, tmp_path):
     cfg = _config(corpus, tokenizer_dir)
     straight = pretrain(cfg, str(tmp_path / "straight"), progress=False)
@@ -62,6 +63,8 @@ def test_stop_and_resume_gives_the_same_losses(corpus, tokenizer_dir, tmp_path):
         assert key in straight["history"][-1]
 
 
+@pytest.mark.slow
+@pytest.mark.reference
 def test_rtd_export_loads_in_transformers(corpus, tokenizer_dir, tmp_path):
     summary = pretrain(_config(corpus, tokenizer_dir, "steps=2"), str(tmp_path), progress=False)
     disc_dir, gen_dir = summary["exported"]
@@ -75,6 +78,8 @@ def test_rtd_export_loads_in_transformers(corpus, tokenizer_dir, tmp_path):
     assert os.path.exists(tmp_path / "tensorboard") and os.path.exists(tmp_path / "summary.json")
 
 
+@pytest.mark.slow
+@pytest.mark.reference
 def test_mlm_with_emd_trains_and_exports(corpus, tokenizer_dir, tmp_path):
     summary = pretrain(_config(corpus, tokenizer_dir, "objective=mlm", "steps=2", "data.grad_accum_steps=1"),
                        str(tmp_path), progress=False)
@@ -83,6 +88,7 @@ def test_mlm_with_emd_trains_and_exports(corpus, tokenizer_dir, tmp_path):
     assert model.config.num_hidden_layers == 2
 
 
+# Not slow although it trains (~10 s): the quick tier's only run of the pretraining loop and its CLI.
 def test_cli_pretrain_and_recipes(corpus, tokenizer_dir, tmp_path, capsys):
     assert cli(["pretrain", "--config", "tiny_cpu", "--workdir", str(tmp_path), "--set", f"data.corpus=[\"{corpus}\"]",
                 "--set", f"data.tokenizer={tokenizer_dir}", "--set", "steps=2", "--set", "data.seq_len=32",

@@ -26,6 +26,8 @@ from deberta_jax.sharding.mesh import make_mesh
 from deberta_jax.training.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
 from deberta_jax.training.train_step import create_train_state, make_train_step
 
+pytestmark = pytest.mark.slow
+
 K, SPECIAL = 40, 4                 # K counting tokens after [PAD] [CLS] [SEP] [UNK]; [MASK] is the last id
 VOCAB = SPECIAL + K + 1
 MASK_ID = VOCAB - 1

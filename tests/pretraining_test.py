@@ -33,6 +33,8 @@ def _emd_model_with_reference_weights(family, **config_overrides):
     return hf_model, model, params
 
 
+@pytest.mark.slow
+@pytest.mark.reference
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_emd_matches_reference_layer_applied_twice(scan_layers):
     """Keys/values = input of the last layer, query = that input + absolute positions, the last layer twice:
@@ -59,7 +61,8 @@ def test_emd_matches_reference_layer_applied_twice(scan_layers):
         np.testing.assert_allclose(np.asarray(out.logits), hf_model.cls(gathered).numpy(), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["v1", "v3"])
+@pytest.mark.reference
+@pytest.mark.parametrize("family", [pytest.param("v1", marks=pytest.mark.slow), "v3"])
 def test_emd_one_step_without_positions_is_the_last_layer(family):
     """Invariant: with zero position embeddings, one decoder step recomputes the encoder's last layer."""
     hf_model, _, params = _emd_model_with_reference_weights(family)
@@ -72,6 +75,7 @@ def test_emd_one_step_without_positions_is_the_last_layer(family):
                                rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_emd_position_only_for_unchanged_tokens():
     config = TINY_V3
     plain = DebertaForMLMPretraining(config, emd_steps=2)
@@ -133,6 +137,7 @@ def _rtd_only_grads(model, params, batch):
     return jax.tree_util.tree_map(lambda a, b: a - b, full, mlm), mlm
 
 
+@pytest.mark.slow
 def test_gdes_rtd_gradient_reaches_only_the_delta():
     model, params, batch = _rtd_setup("gdes")
     assert "word_embeddings" not in params["discriminator"]["embeddings"]
@@ -145,6 +150,7 @@ def test_gdes_rtd_gradient_reaches_only_the_delta():
     assert np.abs(gen_table(mlm_grads)).max() > 0
 
 
+@pytest.mark.slow
 def test_es_rtd_gradient_reaches_the_shared_table():
     model, params, batch = _rtd_setup("es")
     assert "embedding_delta" not in params and "word_embeddings" not in params["discriminator"]["embeddings"]
@@ -153,6 +159,7 @@ def test_es_rtd_gradient_reaches_the_shared_table():
     assert np.abs(np.asarray(table)).max() > 0
 
 
+@pytest.mark.slow
 def test_nes_tables_are_separate():
     model, params, batch = _rtd_setup("nes")
     rtd_grads, _ = _rtd_only_grads(model, params, batch)
@@ -166,6 +173,8 @@ def test_generator_is_half_depth():
     assert generator_config(TINY_V3.replace(num_hidden_layers=24)).num_hidden_layers == 12
 
 
+@pytest.mark.slow
+@pytest.mark.reference
 def test_exported_gdes_discriminator_loads_in_transformers(tmp_path):
     import transformers
     model, params, _ = _rtd_setup("gdes")

@@ -42,6 +42,8 @@ from deberta_jax.training.optimizer import OptimizerConfig
 from deberta_jax.training.train_step import create_train_state, make_train_step
 from reference import hf_config
 
+pytestmark = [pytest.mark.slow, pytest.mark.reference]
+
 STEPS = 24
 BATCH, SEQ = 4, 20
 PAD, CLS, SEP, UNK, MASK, VOCAB = 0, 1, 2, 3, 99, 100

@@ -13,6 +13,7 @@ from deberta_jax.model.relative_positions import (
 OFFSETS = np.concatenate([np.arange(-1100, 1101), [-5000, -513, -512, -511, 511, 512, 513, 5000]])
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("bucket_size,max_position", [(256, 512), (8, 64), (32, 128), (256, 1024)])
 def test_log_buckets_match_reference(bucket_size, max_position):
     theirs = ref_v2.make_log_bucket_position(torch.from_numpy(OFFSETS), bucket_size, max_position).long().numpy()
@@ -27,6 +28,7 @@ def test_log_buckets_known_values():
                                   -make_log_bucket_position(OFFSETS, 256, 512))
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("q,k,buckets,max_pos", [(7, 7, -1, -1), (600, 600, 256, 512), (5, 9, 8, 64),
                                                   (40, 40, 8, 64)])
 def test_build_relative_position_matches_reference(q, k, buckets, max_pos):
@@ -34,6 +36,7 @@ def test_build_relative_position_matches_reference(q, k, buckets, max_pos):
     np.testing.assert_array_equal(build_relative_position(q, k, buckets, max_pos), theirs)
 
 
+@pytest.mark.reference
 def test_v1_relative_position_matches_reference():
     theirs = ref_v1.build_relative_position(torch.zeros(9, 1), torch.zeros(9, 1))[0].numpy()
     np.testing.assert_array_equal(build_relative_position(9, 9), theirs)

@@ -9,6 +9,8 @@ import transformers
 
 from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
 
+pytestmark = pytest.mark.reference
+
 WORDS = ("the quick brown fox jumps over a lazy dog while disentangled attention reads relative positions "
          "café naïve résumé über straße déjà vu 2024 3.14 don't can't (parenthesis) [brackets] email@x.org").split()
 
