@@ -135,7 +135,13 @@ def from_dict(cls, values: dict, where: str | None = None):
     unknown = sorted(set(values) - set(hints))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(hints)}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as e:  # a nested section's own check names it by class: name it by its dotted key instead
+        message, name = str(e), cls.__name__
+        if where == name or not message.startswith(name + "."):
+            raise
+        raise ConfigError(where + message[len(name):]) from None
 
 
 def _parse_leaf(text: str, hint, key: str):

@@ -16,7 +16,7 @@ from deberta_jax.sharding.mesh import MeshConfig
 from deberta_jax.training.loop import LoopConfig
 from deberta_jax.training.optimizer import OptimizerConfig
 
-RECIPE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "experiments", "pretrain")
+RECIPE_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "experiments", "pretrain"))
 
 
 @dataclasses.dataclass(frozen=True)
