@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(error: Exception) -> str:
     """The error's message on one line, led by the exception's name unless the message explains itself."""
-    message = " ".join(str(error).split())
+    # Joined into one line; a stray surrogate (an argument that was not UTF-8) escaped rather than failing to print.
+    message = " ".join(str(error).split()).encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(error, _SELF_EXPLAINING) and message:
         return message
     return f"{type(error).__name__}{': ' + message if message else ''} (--debug shows the traceback)"

@@ -11,6 +11,8 @@ import os
 import zlib
 from typing import Iterator
 
+_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)  # not gzip; cut short; corrupt
+
 
 def text_lines(path: str | os.PathLike) -> Iterator[str]:
     """The lines of a UTF-8 text file, gunzipped when its name ends in `.gz`, as `open` reads them (universal
@@ -27,8 +29,8 @@ def text_lines(path: str | os.PathLike) -> Iterator[str]:
             yield from f
     except UnicodeDecodeError:
         raise not_utf8_error(path) from None
-    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise ValueError(f"{path}: not a complete gzip file ({e})") from None
+    except _GZIP_ERRORS as e:
+        raise _gzip_error(path, e) from None
 
 
 def not_utf8_error(path: str | os.PathLike) -> ValueError:
@@ -41,12 +43,19 @@ def not_utf8_error(path: str | os.PathLike) -> ValueError:
     """
     path = os.fspath(path)
     offset = 0
-    with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                return ValueError(f"{path}, line {number}, byte {offset + e.start}: not UTF-8 text ({e.reason} "
-                                  f"0x{raw[e.start]:02x}); save the file as UTF-8")
-            offset += len(raw)
+    try:
+        with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return ValueError(f"{path}, line {number}, byte {offset + e.start}: not UTF-8 text ({e.reason} "
+                                      f"0x{raw[e.start]:02x}); save the file as UTF-8")
+                offset += len(raw)
+    except _GZIP_ERRORS as e:  # the bad bytes are in a last line that a .gz cut short cannot deliver
+        return _gzip_error(path, e)
     return ValueError(f"{path}: not UTF-8 text")  # only when the file changed since the failed read
+
+
+def _gzip_error(path: str, error: Exception) -> ValueError:
+    return ValueError(f"{path}: not a complete gzip file ({error})")

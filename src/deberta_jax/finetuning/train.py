@@ -51,7 +51,7 @@ class FinetuneConfig(Section):
     model: str                          # HF directory with spm.model (e.g. a pretraining export)
     data: str = "tfds"                  # "tfds" or a directory in the official GLUE layout
     max_length: int = 128
-    buckets: tuple = (32, 64, 128, 256, 512)
+    buckets: tuple[int, ...] = (32, 64, 128, 256, 512)
     batch_size: int = 32
     eval_batch_size: int = 64
     epochs: float = 3.0

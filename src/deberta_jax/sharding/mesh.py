@@ -18,7 +18,7 @@ MESH_AXES = ("data", "fsdp", "tensor")
 class MeshConfig(Section):
     """The device mesh of a run: sizes of (data, fsdp, tensor); one -1 takes the remaining devices."""
 
-    shape: tuple = (-1, 1, 1)
+    shape: tuple[int, ...] = (-1, 1, 1)
 
     def checks(self):
         valid = (len(self.shape) == 3 and all(isinstance(x, int) and (x >= 1 or x == -1) for x in self.shape)
