@@ -153,9 +153,23 @@ def test_the_command_line_reports_bad_overrides_in_one_line(tmp_path_factory, ca
     assert len(err.splitlines()) == 1 and err.startswith("deberta-jax: error: "), err
 
 
-@pytest.mark.parametrize("item", ["steps=" + "1" + "0" * 5000, "steps=" + "[" * 3000, "optimizer.learning_rate=NaN",
-                                  "optimizer.learning_rate=Infinity", "mesh.shape=[true, 1, 1]"])
-def test_found_by_fuzzing(item):
+@pytest.mark.parametrize("recipe,item", [
+    ("{}", "steps=" + "1" + "0" * 5000),            # a ValueError of int(), not a ConfigError
+    ("{}", "steps=" + "[" * 3000),                  # a RecursionError
+    ("{}", "optimizer.learning_rate=NaN"),
+    ("{}", "optimizer.learning_rate=Infinity"),     # was accepted
+    ("{}", "mesh.shape=[true, 1, 1]"),              # was accepted: a bool is an int
+    ("{}", "steps=\n"),                             # a message of two lines
+    ("{}", "data.corpus=[1]"),                      # was accepted, to fail in the middle of a run
+    ('{"data": null}', "steps=1"),                  # an AttributeError
+    ('{"data": {"corpus": [null]}}', "steps=1"),    # a TypeError
+    ('{"optimizer": 5}', "optimizer.learning_rate=1e-3"),  # a TypeError
+    ('{"model": {"overrides": []}}', "model.overrides.hidden_size=64"),  # a TypeError
+])
+def test_found_by_fuzzing(tmp_path, recipe, item):
     """Inputs the fuzzers above found, kept as plain cases."""
-    with pytest.raises(ConfigError):
-        load_pretrain_config("tiny_cpu", [item])
+    path = tmp_path / "recipe.json"
+    path.write_text(recipe)
+    with pytest.raises(ConfigError) as error:
+        load_pretrain_config(str(path), [item])
+    assert_one_line_error(error.value, ConfigError)
