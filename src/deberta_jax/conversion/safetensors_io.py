@@ -67,10 +67,10 @@ def _parse_header(blob: bytes, path: str) -> dict:
 
 
 def _data_end(name: str, info, path: str) -> int:
-    """Where tensor `name`'s bytes end in the data section, from its header entry `info`."""
+    """Where tensor `name`'s bytes end in the data section, from its header entry `info` (checked to be whole)."""
     offsets = info.get("data_offsets") if isinstance(info, dict) else None
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(x) is int for x in offsets)
-            and 0 <= offsets[0] <= offsets[1]):
+            and 0 <= offsets[0] <= offsets[1] and {"dtype", "shape"} <= info.keys()):
         raise ValueError(f"{path}: tensor {name!r} has a malformed header entry {info!r}")
     return offsets[1]
 

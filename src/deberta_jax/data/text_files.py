@@ -16,7 +16,7 @@ _GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)  # not gzip; cut short; 
 
 def text_lines(path: str | os.PathLike) -> Iterator[str]:
     """The lines of a UTF-8 text file, gunzipped when its name ends in `.gz`, as `open` reads them (universal
-    newlines; each line ends in "\n" but maybe the last).
+    newlines; each line ends in "\\n" but maybe the last).
 
     Raises FileNotFoundError for a missing file, and ValueError naming the file, line and byte offset of the first
     byte that is not UTF-8, or the file when a `.gz` one is corrupt or cut short.
