@@ -1,7 +1,8 @@
 """The `deberta-jax` command line.
 
 Errors are one line on stderr, `deberta-jax: error: ...`, with exit status 2 for a usage error (a bad flag, `--set`
-key or value, or config file) and 1 for any other; `--debug` (or DEBERTA_JAX_DEBUG=1) also prints the traceback.
+key or value, or config file), 1 for any other and 130 on Ctrl-C; `--debug` (or DEBERTA_JAX_DEBUG=1) also prints
+the traceback.
 """
 
 from __future__ import annotations
