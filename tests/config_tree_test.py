@@ -34,17 +34,17 @@ def test_finetune_recipe_sections_merge_onto_finetuning_defaults():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("data.batch_size=16.5", r"CorpusSection.batch_size=16.5: expected int"),
+    ("data.batch_size=16.5", r"PretrainConfig.data.batch_size=16.5: expected int"),
     ("steps=2.5", r"PretrainConfig.steps=2.5: expected int"),
     ("optimizer.learning_rate=abc", r"--set optimizer.learning_rate=abc: expected float"),
-    ("optimizer.learning_rate=-1", r"OptimizerConfig.learning_rate=-1.0: must be > 0"),
+    ("optimizer.learning_rate=-1", r"PretrainConfig.optimizer.learning_rate=-1.0: must be > 0"),
     ("rtd.decoupled_clipping=maybe", r"expected bool"),
     ("optimizer.no_such=1", r"PretrainConfig.optimizer has no key 'no_such'"),
     ("optimizer=1", r"optimizer is a section"),
     ("steps.x=1", r"steps is not a section"),
     ("learning_rate", r"expected key=value"),
     ("loop.keep_checkpoints=0", r"keep_checkpoints=0: must be >= 1"),
-    ("mesh.shape=[2,2]", r"MeshConfig.shape=\(2, 2\)"),
+    ("mesh.shape=[2,2]", r"PretrainConfig.mesh.shape=\(2, 2\)"),
     ("data.corpus=[]", r"PretrainConfig.data.corpus=\(\): give exactly one of data.corpus and data.tfds_dataset"),
 ])
 def test_each_bad_override_is_one_config_error_naming_the_key(override, message):
@@ -67,7 +67,7 @@ def test_json_errors_name_file_line_and_column(tmp_path):
     with pytest.raises(ConfigError, match=r"broken.json:3:16: invalid JSON"):
         read_json(path)
     path.write_bytes(b'{"steps": "\xff"}')
-    with pytest.raises(ConfigError, match=r"broken.json: not UTF-8 text \(byte 11"):
+    with pytest.raises(ConfigError, match=r"broken.json, line 1, byte 11: not UTF-8 text"):
         read_json(path)
 
 

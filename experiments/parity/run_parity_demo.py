@@ -83,9 +83,11 @@ def main():
     print(f"[1/4] making a random HF {args.preset} masked-LM checkpoint in {hf_dir}")
     make_reference_checkpoint(args.preset, hf_dir)
     print("[2/4] deberta-jax convert HF -> JAX")
-    cli(["convert", hf_dir, jax_dir, "--head", "masked_lm"])
+    if cli(["convert", hf_dir, jax_dir, "--head", "masked_lm"]):
+        sys.exit("convert HF -> JAX failed")  # the CLI printed why
     print("[3/4] deberta-jax convert JAX -> HF")
-    cli(["convert", jax_dir, back_dir])
+    if cli(["convert", jax_dir, back_dir]):
+        sys.exit("convert JAX -> HF failed")
     print(f"[4/4] parity with transformers {transformers.__version__} (batch 2, seq {args.seq_len}, padded)")
     t0 = time.perf_counter()
     result = compare_with_reference(back_dir, "masked_lm", batch=2, seq_len=args.seq_len)

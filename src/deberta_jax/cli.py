@@ -1,4 +1,9 @@
-"""The `deberta-jax` command line."""
+"""The `deberta-jax` command line.
+
+Errors are one line on stderr, `deberta-jax: error: ...`, with exit status 2 for a usage error (a bad flag, `--set`
+key or value, or config file), 1 for any other and 130 on Ctrl-C; `--debug` (or DEBERTA_JAX_DEBUG=1) also prints
+the traceback.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,38 @@ import logging
 import os
 import sys
 import time
+import traceback
+
+from deberta_jax.config_tree import ConfigError
+
+PROG = "deberta-jax"
+EXIT_RUNTIME_ERROR, EXIT_USAGE_ERROR, EXIT_INTERRUPTED = 1, 2, 130
+# Exceptions whose message says what went wrong by itself; any other kind is named too, as a likely bug.
+_SELF_EXPLAINING = (ValueError, OSError, FloatingPointError, ImportError, RuntimeError)
 
 HEAD_CHOICES = ["none", "masked_lm", "sequence_classification", "token_classification", "question_answering",
                 "multiple_choice"]
+
+
+class UsageError(ValueError):
+    """A bad command line (unknown flag, missing or malformed argument)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Raises its errors for `main` to report as one line, instead of printing the usage and exiting."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
 
 
 def _head(name: str):
@@ -89,7 +123,9 @@ def cmd_predict(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deberta-jax", description=__doc__)
+    parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="on an error, print the traceback too (as "
+                        "DEBERTA_JAX_DEBUG=1 does)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     convert = sub.add_parser("convert", help="HF directory <-> deberta-jax checkpoint (direction detected from SRC)")
@@ -101,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     parity = sub.add_parser("parity", help="max-abs difference per stage against transformers (needs torch)")
     parity.add_argument("hf_dir")
     parity.add_argument("--head", choices=HEAD_CHOICES[:-1], default="none")
-    parity.add_argument("--batch", type=int, default=2)
-    parity.add_argument("--seq-len", type=int, default=128)
+    parity.add_argument("--batch", type=_positive_int, default=2)
+    parity.add_argument("--seq-len", type=_positive_int, default=128)
     parity.add_argument("--atol", type=float, default=1e-4)
     parity.add_argument("--json", help="also write the figures to this file")
     parity.set_defaults(func=cmd_parity)
@@ -148,10 +184,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs a command; returns its exit status. An error is reported as one line (see the module docstring)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every step of a save at INFO
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    debug = os.environ.get("DEBERTA_JAX_DEBUG", "") not in ("", "0")
+    try:
+        args = build_parser().parse_args(argv)
+        debug = debug or args.debug
+        return args.func(args)
+    except KeyboardInterrupt:
+        return _report("interrupted", EXIT_INTERRUPTED, debug)
+    except Exception as error:  # every error ends here, as one line
+        usage = isinstance(error, (UsageError, ConfigError))
+        return _report(_one_line(error), EXIT_USAGE_ERROR if usage else EXIT_RUNTIME_ERROR, debug)
+
+
+def _one_line(error: Exception) -> str:
+    """The error's message on one line, led by the exception's name unless the message explains itself."""
+    # Joined into one line; a stray surrogate (an argument that was not UTF-8) escaped rather than failing to print.
+    message = " ".join(str(error).split()).encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(error, _SELF_EXPLAINING) and message:
+        return message
+    return f"{type(error).__name__}{': ' + message if message else ''} (--debug shows the traceback)"
+
+
+def _report(message: str, status: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from deberta_jax.config_tree import ConfigError, read_json
 from deberta_jax.model.activations import ACTIVATIONS
 
 V1 = "deberta"
@@ -251,8 +252,11 @@ class DebertaConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "DebertaConfig":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_hf_dict(json.load(f), **overrides)
+        """From an HF `config.json`; a syntax error names the file, line and column (ConfigError)."""
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object of config keys, got {type(data).__name__}")
+        return cls.from_hf_dict(data, **overrides)
 
     def to_hf_dict(self, architecture: str | None = None) -> dict[str, Any]:
         """The HF `config.json` dict; `transformers.AutoConfig` reads it back with the same numbers."""

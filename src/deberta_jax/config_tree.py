@@ -16,10 +16,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import types
 import typing
 from typing import Any, Iterable, Sequence
+
+from deberta_jax.data.text_files import not_utf8_error
 
 
 class ConfigError(ValueError):
@@ -46,7 +49,7 @@ class Section:
         for holds, field, requirement in self.checks():
             if not holds:
                 value = functools.reduce(getattr, field.split("."), self)  # a check may name a nested key
-                raise ConfigError(f"{name}.{field}={value!r}: {requirement}")
+                raise ConfigError(f"{name}.{field}={_show(repr(value))}: {requirement}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -87,7 +90,8 @@ def _options(hint) -> tuple:
 
 
 def _coerce(value, hint, key: str):
-    """`value` checked against `hint` (int, float, bool, str, tuple, dict, a Section, or a union with None)."""
+    """`value` checked against `hint` (int, float, bool, str, tuple or tuple[X, ...], dict, a Section, or a union
+    with None)."""
     options = _options(hint)
     if value is None:
         if type(None) in options:
@@ -104,14 +108,25 @@ def _coerce(value, hint, key: str):
         if origin is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            number = float(value) if abs(value) < 2 ** 1024 else math.inf  # a float cannot hold larger ints
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}={_show(repr(value))}: expected a finite number")
+            return number
         if origin is str and isinstance(value, str):
             return value
         if origin is tuple and isinstance(value, (list, tuple)):
-            return tuple(value)
+            item = typing.get_args(option)[:1]  # tuple[int, ...]: each item checked as an int
+            return tuple(_coerce(v, item[0], f"{key}[{i}]") for i, v in enumerate(value)) if item else tuple(value)
         if origin is dict and isinstance(value, dict):
             return dict(value)
-    raise ConfigError(f"{key}={value!r}: expected {_describe(hint)}, got {type(value).__name__}")
+    raise ConfigError(f"{key}={_show(repr(value))}: expected {_describe(hint)}, got {type(value).__name__}")
+
+
+def _show(text: str, limit: int = 80) -> str:
+    """`text` as an error message quotes it: escaped (as a repr) if it holds line breaks or other unprintable
+    characters, and cut to `limit` characters, so that the message stays one readable line."""
+    text = text if text.isprintable() else repr(text)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def _describe(hint) -> str:
@@ -135,7 +150,13 @@ def from_dict(cls, values: dict, where: str | None = None):
     unknown = sorted(set(values) - set(hints))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(hints)}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as e:  # a nested section's own check names it by class: name it by its dotted key instead
+        message, name = str(e), cls.__name__
+        if where == name or not message.startswith(name + "."):
+            raise
+        raise ConfigError(where + message[len(name):]) from None
 
 
 def _parse_leaf(text: str, hint, key: str):
@@ -144,7 +165,7 @@ def _parse_leaf(text: str, hint, key: str):
     if hint is typing.Any:  # a value inside a free-form dict: JSON where it parses, else the text itself
         try:
             return json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             return text
     if text == "null" and type(None) in options:
         return None
@@ -156,8 +177,8 @@ def _parse_leaf(text: str, hint, key: str):
             return lowered in ("true", "yes", "1")
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
-        raise ConfigError(f"--set {key}={text}: expected {_describe(hint)}") from None
+    except (ValueError, RecursionError):  # not JSON, an int of over 4300 digits, nesting too deep
+        raise ConfigError(f"--set {_show(key)}={_show(text)}: expected {_describe(hint)}") from None
 
 
 def apply_overrides(cls, values: dict, overrides: Sequence[str]) -> dict:
@@ -166,32 +187,37 @@ def apply_overrides(cls, values: dict, overrides: Sequence[str]) -> dict:
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. optimizer.learning_rate=3e-4")
+            raise ConfigError(f"--set {_show(repr(item))}: expected key=value, e.g. optimizer.learning_rate=3e-4")
+        name = _show(key)
         section, node = cls, values
         parts = key.split(".")
         for depth, part in enumerate(parts):
             hints = _hints(section)
             if part not in hints:
                 prefix = ".".join(parts[:depth])
-                raise ConfigError(f"--set {key}: {cls.__name__}{'.' + prefix if prefix else ''} has no key "
-                                  f"{part!r}; known: {sorted(hints)}")
+                raise ConfigError(f"--set {name}: {cls.__name__}{'.' + prefix if prefix else ''} has no key "
+                                  f"{_show(repr(part))}; known: {sorted(hints)}")
             hint = hints[part]
             last = depth == len(parts) - 1
             if last and _is_section(hint):
                 fields = sorted(_hints(hint))
-                raise ConfigError(f"--set {key}: {key} is a section; set one of its keys, e.g. {key}.{fields[0]}")
+                raise ConfigError(f"--set {name}: {name} is a section; set one of its keys, e.g. {name}.{fields[0]}")
             if last:
                 node[part] = _parse_leaf(text, hint, key)
-            elif (typing.get_origin(hint) or hint) is dict:  # model.overrides.hidden_size=64: one key of a dict
-                current = node.get(part) or {}
+                break
+            if not ((typing.get_origin(hint) or hint) is dict or _is_section(hint)):
+                raise ConfigError(f"--set {name}: {'.'.join(parts[:depth + 1])} is not a section")
+            current = node.get(part)
+            current = current.to_dict() if isinstance(current, Section) else {} if current is None else current
+            if not isinstance(current, dict):
+                raise ConfigError(f"--set {name}: {cls.__name__}.{'.'.join(parts[:depth + 1])} is "
+                                  f"{_show(repr(current))}, not an object to set {parts[depth + 1]!r} in")
+            if _is_section(hint):
+                node[part] = current
+                section, node = hint, current
+            else:  # model.overrides.hidden_size=64: one key of a free-form dict
                 node[part] = {**current, ".".join(parts[depth + 1:]): _parse_leaf(text, typing.Any, key)}
                 break
-            else:
-                if not _is_section(hint):
-                    raise ConfigError(f"--set {key}: {'.'.join(parts[:depth + 1])} is not a section")
-                current = node.get(part)
-                node[part] = current = (current.to_dict() if isinstance(current, Section) else current) or {}
-                section, node = hint, current
     return values
 
 
@@ -202,8 +228,10 @@ def read_json(path: str | os.PathLike) -> Any:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(not_utf8_error(path))) from None
+    except (ValueError, RecursionError) as e:  # an int of over 4300 digits, nesting too deep
+        raise ConfigError(f"{path}: invalid JSON ({e})") from None
 
 
 def strip_comments(values: dict) -> dict:

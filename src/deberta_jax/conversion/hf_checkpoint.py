@@ -8,7 +8,6 @@ The params tree mirrors HF's module names, so one rule maps every key:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import re
@@ -19,6 +18,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from deberta_jax.config import DebertaConfig
+from deberta_jax.config_tree import read_json
 from deberta_jax.conversion import safetensors_io
 from deberta_jax.conversion.layer_stacking import stack_layers, unstack_layers
 from deberta_jax.model.modeling import abstract_params, build_model, head_of, hf_architecture, init_params
@@ -140,8 +140,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if os.path.exists(single):
         return safetensors_io.load_file(single)
     if os.path.exists(index):
-        with open(index, encoding="utf-8") as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
+        shards = sorted(set(read_json(index)["weight_map"].values()))
         state = {}
         for shard in shards:
             state.update(safetensors_io.load_file(os.path.join(path, shard)))

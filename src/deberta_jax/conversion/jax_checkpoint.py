@@ -12,6 +12,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from deberta_jax.config import DebertaConfig
+from deberta_jax.config_tree import read_json
 from deberta_jax.model.modeling import abstract_params, build_model, head_of, hf_architecture
 
 _META = "deberta_jax.json"
@@ -40,8 +41,7 @@ def load_checkpoint(path: str | os.PathLike, **config_overrides):
     meta_file = os.path.join(path, _META)
     if not os.path.exists(meta_file):
         raise FileNotFoundError(f"{path} is not a deberta-jax checkpoint (no {_META})")
-    with open(meta_file, encoding="utf-8") as f:
-        head = json.load(f)["head"]
+    head = read_json(meta_file)["head"]
     config = DebertaConfig.from_json_file(os.path.join(path, "config.json"), **config_overrides)
     model = build_model(config, head)
     target = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, config.params_dtype),

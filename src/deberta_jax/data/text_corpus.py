@@ -8,14 +8,15 @@ cut into `[CLS] chunk [SEP]` rows of `seq_len` tokens.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import os
 import tempfile
-from typing import IO, TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from deberta_jax.data.text_files import text_lines
 
 if TYPE_CHECKING:
     from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
@@ -34,33 +35,23 @@ def existing_files(paths: Sequence[str | os.PathLike], argument: str = "paths") 
     return paths
 
 
-def open_text(path: str | os.PathLike) -> IO[str]:
-    """Opens a UTF-8 text file for reading, gunzipping names that end in `.gz`."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no text file at {path}")
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def read_documents(paths: Sequence[str | os.PathLike]) -> Iterator[str]:
     """Yields the documents of `paths` in order: runs of non-blank lines, joined with single spaces.
 
-    All files are checked to exist before the first document is yielded. A document never spans two files.
+    All files are checked to exist before the first document is yielded. A document never spans two files. A
+    file that is not UTF-8 raises ValueError naming its line and byte (see `text_lines`).
     """
     for path in existing_files(paths):
-        with open_text(path) as f:
-            lines: list[str] = []
-            for line in f:
-                line = line.strip()
-                if line:
-                    lines.append(line)
-                elif lines:
-                    yield " ".join(lines)
-                    lines = []
-            if lines:
+        lines: list[str] = []
+        for line in text_lines(path):
+            line = line.strip()
+            if line:
+                lines.append(line)
+            elif lines:
                 yield " ".join(lines)
+                lines = []
+        if lines:
+            yield " ".join(lines)
 
 
 def tokenize_documents(documents: Iterable[str], tokenizer: "DebertaV3Tokenizer", progress: bool = True) -> np.ndarray:

@@ -25,11 +25,12 @@ from deberta_jax.conversion.hf_checkpoint import load_pretrained, save_pretraine
 from deberta_jax.data.glue.encoding import bucketed_batches, encode_examples
 from deberta_jax.data.glue.readers import load_split
 from deberta_jax.data.glue.tasks import TASK_NAMES, get_task
+from deberta_jax.data.token_ids import check_token_ids, check_vocabulary
 from deberta_jax.finetuning.losses import task_loss
 from deberta_jax.finetuning.metrics import main_metric, task_metrics
 from deberta_jax.finetuning.sift import SiftConfig, sift_loss
 from deberta_jax.finetuning.submission import write_submission
-from deberta_jax.sharding.mesh import MeshConfig, make_mesh
+from deberta_jax.sharding.mesh import MeshConfig, check_batch_divides, make_mesh
 from deberta_jax.sharding.rules import batch_sharding, replicated
 from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
 from deberta_jax.training.checkpointing import TrainCheckpointer, check_resume
@@ -50,7 +51,7 @@ class FinetuneConfig(Section):
     model: str                          # HF directory with spm.model (e.g. a pretraining export)
     data: str = "tfds"                  # "tfds" or a directory in the official GLUE layout
     max_length: int = 128
-    buckets: tuple = (32, 64, 128, 256, 512)
+    buckets: tuple[int, ...] = (32, 64, 128, 256, 512)
     batch_size: int = 32
     eval_batch_size: int = 64
     epochs: float = 3.0
@@ -102,7 +103,8 @@ def finetune_config(task: str, model: str, data: str = "tfds", recipe: str | Non
     return from_dict(FinetuneConfig, apply_overrides(FinetuneConfig, values, overrides))
 
 
-def _device_batch(batch: dict, sharding, leading_axis: bool):
+def _device_batch(batch: dict, sharding, leading_axis: bool, vocab_size: int, where: str):
+    check_token_ids(batch["input_ids"], vocab_size, where)
     keys = ("input_ids", "token_type_ids", "attention_mask", "labels", "weights")
     arrays = {k: np.asarray(batch[k])[None] if leading_axis else np.asarray(batch[k]) for k in keys}
     return jax.device_put(arrays, sharding)
@@ -112,17 +114,21 @@ class Evaluator:
     """Jitted forward passes over every example of a split (padding rows have weight 0 and are dropped)."""
 
     def __init__(self, model, cfg: FinetuneConfig, mesh):
+        check_batch_divides(cfg.eval_batch_size, mesh, "eval_batch_size")
         self.cfg = cfg
+        self.vocab_size = model.config.vocab_size
         self.sharding = batch_sharding(mesh)
         self._logits = jax.jit(lambda params, b: model.apply(
             {"params": params}, b["input_ids"], attention_mask=b["attention_mask"],
             token_type_ids=b["token_type_ids"]).logits, out_shardings=replicated(mesh))
 
-    def predict(self, params, encoded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(predictions [n], labels [n], idx [n]) in dataset order."""
+    def predict(self, params, encoded, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(predictions [n], labels [n], idx [n]) of `split` in dataset order."""
         preds, labels, idx = [], [], []
-        for batch in bucketed_batches(encoded, self.cfg.eval_batch_size, shuffle=False, seed=0, epoch=0):
-            logits = np.asarray(self._logits(params, _device_batch(batch, self.sharding, False)))
+        for number, batch in enumerate(bucketed_batches(encoded, self.cfg.eval_batch_size, shuffle=False, seed=0,
+                                                        epoch=0)):
+            device_batch = _device_batch(batch, self.sharding, False, self.vocab_size, f"{split} batch {number}")
+            logits = np.asarray(self._logits(params, device_batch))
             keep = np.asarray(batch["weights"]) > 0
             out = logits[:, 0] if logits.shape[-1] == 1 else logits.argmax(-1)
             preds.append(out[keep])
@@ -156,13 +162,14 @@ def make_loss_fn(model, cfg: FinetuneConfig):
     return loss_fn
 
 
-def _train_batches(train, cfg: FinetuneConfig, steps_per_epoch: int, start: int, sharding):
+def _train_batches(train, cfg: FinetuneConfig, steps_per_epoch: int, start: int, sharding, vocab_size: int):
     """Device batches of the steps from `start` on, epoch after epoch (a resumed run skips what it trained on)."""
     for epoch in itertools.count(start // steps_per_epoch):
         for position, batch in enumerate(bucketed_batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                                           epoch=epoch)):
-            if epoch * steps_per_epoch + position >= start:
-                yield _device_batch(batch, sharding, True)
+            step = epoch * steps_per_epoch + position
+            if step >= start:
+                yield _device_batch(batch, sharding, True, vocab_size, f"training step {step + 1}")
 
 
 def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: bool = True,
@@ -186,6 +193,7 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
                                             return_report=True, **overrides)
     if [k for k in report.missing if not k.startswith(("pooler.", "classifier."))]:
         raise ValueError(f"{cfg.model} lacks backbone weights: {report.missing}")
+    check_vocabulary(tokenizer.vocab_size, tokenizer.spm_path, model.config.vocab_size, cfg.model)
 
     train = encode_examples(load_split(task, cfg.data, "train"), task, tokenizer, cfg.max_length, cfg.buckets)
     evals = {split: encode_examples(load_split(task, cfg.data, split), task, tokenizer, cfg.max_length,
@@ -197,6 +205,7 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
     factors = layer_decay_factors(params, model.config.num_hidden_layers, cfg.optimizer.layer_decay)
     optimizer = make_optimizer(cfg.optimizer, schedule, factors)
     mesh = make_mesh(cfg.mesh.shape)
+    check_batch_divides(cfg.batch_size, mesh, "batch_size")
     init_args = (jnp.zeros((1, 8), jnp.int32),)
     state, shardings = create_train_state(model, init_args, optimizer, cfg.seed, mesh, params=params)
     train_step = make_train_step(make_loss_fn(model, cfg), optimizer, schedule, shardings, mesh)
@@ -211,7 +220,7 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
     def evaluate(params) -> tuple[float, dict]:
         results = {}
         for split, encoded in evals.items():
-            preds, labels, _ = evaluator.predict(params, encoded)
+            preds, labels, _ = evaluator.predict(params, encoded, split)
             results[split] = task_metrics(task, preds, labels)
         log.info("%s", json.dumps(results))
         return float(np.mean([r[metric_name] for r in results.values()])), results
@@ -219,7 +228,8 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
     logger = ProgressLogger(workdir, total_steps, start, cfg.batch_size * cfg.max_length, enabled=True,
                             show_bar=progress)
     end = total_steps if stop_after is None else min(stop_after, total_steps)
-    batches = _train_batches(train, cfg, steps_per_epoch, start, batch_sharding(mesh, leading_axes=1))
+    batches = _train_batches(train, cfg, steps_per_epoch, start, batch_sharding(mesh, leading_axes=1),
+                             model.config.vocab_size)
     t_start = time.perf_counter()
     try:
         state, evaluations = run_loop(
@@ -254,6 +264,7 @@ def predict(task_name: str, model_dir: str, data: str, out_dir: str, split: str 
     task = get_task(task_name)
     tokenizer = DebertaV3Tokenizer.from_pretrained(model_dir)
     model, params = load_pretrained(model_dir, "sequence_classification")
+    check_vocabulary(tokenizer.vocab_size, tokenizer.spm_path, model.config.vocab_size, model_dir)
     if model.config.num_labels != task.num_labels:
         raise ValueError(f"{model_dir} has {model.config.num_labels} labels; task {task.name} needs {task.num_labels}")
     cfg = FinetuneConfig(task=task_name, model=model_dir, data=data, max_length=max_length,
@@ -262,6 +273,6 @@ def predict(task_name: str, model_dir: str, data: str, out_dir: str, split: str 
     written = []
     for test_split in ([split] if split else task.test_splits):
         encoded = encode_examples(load_split(task, data, test_split), task, tokenizer, max_length, cfg.buckets)
-        preds, _, idx = evaluator.predict(params, encoded)
+        preds, _, idx = evaluator.predict(params, encoded, test_split)
         written.append(write_submission(task, idx, preds, out_dir, split=test_split))
     return written

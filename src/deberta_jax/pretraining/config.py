@@ -16,7 +16,7 @@ from deberta_jax.sharding.mesh import MeshConfig
 from deberta_jax.training.loop import LoopConfig
 from deberta_jax.training.optimizer import OptimizerConfig
 
-RECIPE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "experiments", "pretrain")
+RECIPE_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "experiments", "pretrain"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +33,7 @@ class ModelSection(Section):
 class CorpusSection(Section):
     """Text in, token rows out. Batch sizes are global (all devices, one optimizer step)."""
 
-    corpus: tuple = ()                   # text files (.txt / .txt.gz); documents separated by blank lines
+    corpus: tuple[str, ...] = ()         # text files (.txt / .txt.gz); documents separated by blank lines
     tfds_dataset: str | None = None      # or a tensorflow-datasets text dataset
     tfds_split: str = "train"
     tfds_text_key: str = "text"
@@ -121,11 +121,12 @@ def load_pretrain_config(name_or_file: str, overrides: typing.Sequence[str] = ()
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a recipe is a JSON object, got {type(values).__name__}")
     values = strip_comments(values)
-    corpus = values.get("data", {}).get("corpus")
+    data = values.get("data")
+    corpus = data.get("corpus") if isinstance(data, dict) else None
     if isinstance(corpus, list):  # a recipe's paths are relative to the recipe file (overrides' to the cwd)
         base_dir = os.path.dirname(os.path.abspath(path))
-        values["data"]["corpus"] = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base_dir, p))
-                                    for p in corpus]
+        data["corpus"] = [os.path.normpath(os.path.join(base_dir, p)) if isinstance(p, str) and not os.path.isabs(p)
+                          else p for p in corpus]
     values = apply_overrides(PretrainConfig, values, overrides)
     try:
         return from_dict(PretrainConfig, values)

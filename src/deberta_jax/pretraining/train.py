@@ -19,6 +19,7 @@ from deberta_jax.conversion.hf_checkpoint import save_pretrained
 from deberta_jax.data.batching import BatchIterator
 from deberta_jax.data.masking import mask_batch
 from deberta_jax.data.text_corpus import PackedSequences, tokenize_corpus, tokenize_documents, tfds_documents
+from deberta_jax.data.token_ids import check_token_ids, check_vocabulary
 from deberta_jax.model.modeling import DebertaForMaskedLM, DebertaModel
 from deberta_jax.pretraining.config import PretrainConfig
 from deberta_jax.pretraining.emd import DebertaForMLMPretraining
@@ -26,7 +27,7 @@ from deberta_jax.pretraining.objectives import mlm_loss_fn, rtd_loss_fn
 from deberta_jax.pretraining.rtd import (
     CLIP_GROUPS, ReplacedTokenDetection, clip_group_labels, export_discriminator_params, generator_config,
 )
-from deberta_jax.sharding.mesh import make_mesh
+from deberta_jax.sharding.mesh import check_batch_divides, make_mesh
 from deberta_jax.sharding.rules import batch_sharding
 from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
 from deberta_jax.tokenization.training import train_spm_tokenizer
@@ -114,6 +115,8 @@ class PretrainBatches:
 
     def host_batch(self, step: int) -> dict:
         rows = next(self.iterator)
+        # The tokenizer's ids fit the model (checked in `pretrain`); a stale or foreign token cache may not.
+        check_token_ids(rows["input_ids"], self.tokenizer.vocab_size, f"pretraining step {step + 1}")
         rng = np.random.default_rng([self.cfg.seed, step, jax.process_index()])
         masked = mask_batch(rows["input_ids"], rows["attention_mask"], rng, self.cfg.masking, special_ids=self.special,
                             mask_id=self.tokenizer.mask_id, vocab_size=self.tokenizer.vocab_size, mode=self.mode)
@@ -168,12 +171,12 @@ def pretrain(cfg: PretrainConfig, workdir: str, resume: bool = False, progress: 
     tokenizer = load_tokenizer(cfg, workdir)
     dataset = PackedSequences(load_tokens(cfg, tokenizer, workdir), cfg.data.seq_len, tokenizer.cls_id,
                               tokenizer.sep_id, tokenizer.pad_id)
-    model, loss_fn, init_args, mode = build_objective(cfg, model_config(cfg, tokenizer))
+    model_cfg = model_config(cfg, tokenizer)
+    check_vocabulary(tokenizer.vocab_size, tokenizer.spm_path, model_cfg.vocab_size,
+                     f"{cfg.model.preset} (with model.overrides {cfg.model.overrides})")
+    model, loss_fn, init_args, mode = build_objective(cfg, model_cfg)
     mesh = make_mesh(cfg.mesh.shape)
-    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-    if cfg.data.micro_batch_size % data_parallel:
-        raise ValueError(f"micro-batch {cfg.data.micro_batch_size} (data.batch_size / data.grad_accum_steps) is not "
-                         f"divisible by the {data_parallel} data-parallel devices of mesh {dict(mesh.shape)}")
+    check_batch_divides(cfg.data.micro_batch_size, mesh, "micro-batch (data.batch_size / data.grad_accum_steps)")
     iterator = BatchIterator(dataset, cfg.data.batch_size, cfg.seed, process_index=jax.process_index(),
                              process_count=jax.process_count())
     schedule, optimizer = pretrain_optimizer(cfg)

@@ -18,7 +18,7 @@ MESH_AXES = ("data", "fsdp", "tensor")
 class MeshConfig(Section):
     """The device mesh of a run: sizes of (data, fsdp, tensor); one -1 takes the remaining devices."""
 
-    shape: tuple = (-1, 1, 1)
+    shape: tuple[int, ...] = (-1, 1, 1)
 
     def checks(self):
         valid = (len(self.shape) == 3 and all(isinstance(x, int) and (x >= 1 or x == -1) for x in self.shape)
@@ -52,3 +52,12 @@ def make_mesh(shape: Sequence[int] = (-1, 1, 1), devices: Sequence[jax.Device] |
     devices = list(devices) if devices is not None else jax.devices()
     shape = resolve_mesh_shape(shape, len(devices))
     return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+def check_batch_divides(batch_size: int, mesh: Mesh, name: str) -> None:
+    """Raises ValueError unless `batch_size` rows split evenly over the mesh's data-parallel devices (data x fsdp),
+    each device getting at least one; `name` says which batch size it is."""
+    devices = mesh.shape["data"] * mesh.shape["fsdp"]
+    if batch_size % devices:
+        raise ValueError(f"{name} {batch_size} is not divisible by the {devices} data-parallel devices of mesh "
+                         f"{dict(mesh.shape)}")

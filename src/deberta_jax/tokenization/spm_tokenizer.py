@@ -21,6 +21,8 @@ import numpy as np
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
+from deberta_jax.config_tree import read_json
+
 SPECIAL_TOKENS = {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "unk": "[UNK]", "mask": "[MASK]"}
 _WHITESPACE = re.compile(r"\s{2,}|[\n\r\t]")
 _TRUNCATION = ("longest_first", "only_first", "only_second")
@@ -68,8 +70,7 @@ class DebertaV3Tokenizer:
         if os.path.isdir(path):
             config_file = os.path.join(path, "tokenizer_config.json")
             if os.path.exists(config_file):
-                with open(config_file, encoding="utf-8") as f:
-                    kwargs.setdefault("do_lower_case", bool(json.load(f).get("do_lower_case", False)))
+                kwargs.setdefault("do_lower_case", bool(read_json(config_file).get("do_lower_case", False)))
             path = os.path.join(path, "spm.model")
         if not os.path.exists(path):
             raise FileNotFoundError(f"no sentencepiece model at {path}")

@@ -11,7 +11,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import sentencepiece as spm
 
-from deberta_jax.data.text_corpus import existing_files, open_text
+from deberta_jax.data.text_corpus import existing_files
+from deberta_jax.data.text_files import text_lines
 from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
 
 _MODEL_TYPES = ("unigram", "bpe", "char", "word")
@@ -21,13 +22,12 @@ def _lines(paths: Sequence[str], keep: np.ndarray | None = None) -> Iterator[str
     """The non-blank lines of `paths`, stripped; with `keep` ([n_lines] bool), only line i where keep[i]."""
     index = 0
     for path in paths:
-        with open_text(path) as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    if keep is None or keep[index]:
-                        yield line
-                    index += 1
+        for line in text_lines(path):
+            line = line.strip()
+            if line:
+                if keep is None or keep[index]:
+                    yield line
+                index += 1
 
 
 def train_spm_tokenizer(input_paths: Sequence[str | os.PathLike], output_dir: str | os.PathLike, vocab_size: int, *,

@@ -140,6 +140,7 @@ def _label_array(task: GlueTask, examples: Sequence[Example]) -> np.ndarray:
 # ================================================================================================ batching
 def num_batches(encoded: EncodedSplit, batch_size: int, drop_remainder: bool = False) -> int:
     """Batches per epoch of `bucketed_batches`."""
+    _check_batch_size(batch_size)
     return len(encoded) // batch_size if drop_remainder else -(-len(encoded) // batch_size)
 
 
@@ -161,8 +162,7 @@ def bucketed_batches(encoded: EncodedSplit, batch_size: int, shuffle: bool, seed
       {"input_ids", "token_type_ids", "attention_mask": [batch_size, L] int32, "labels": [batch_size] int32 or
        float32 (-1 where unlabelled), "idx": [batch_size] int64, "weights": [batch_size] float32}
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}: must be >= 1")
+    _check_batch_size(batch_size)
     if sort_window < 1:
         raise ValueError(f"sort_window={sort_window}: must be >= 1")
     n = len(encoded)
@@ -183,6 +183,11 @@ def bucketed_batches(encoded: EncodedSplit, batch_size: int, shuffle: bool, seed
             if len(members) < batch_size and drop_remainder:
                 continue
             yield _batch(encoded, members, batch_size, buckets)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: must be >= 1")
 
 
 def _batch(encoded: EncodedSplit, members: np.ndarray, batch_size: int, buckets: np.ndarray) -> dict:

@@ -16,6 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from deberta_jax.data.glue.tasks import STSB_RANGE, GlueTask, check_split, get_task
+from deberta_jax.data.text_files import not_utf8_error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,18 +56,22 @@ def _parse_label(task: GlueTask, raw: str, where: str) -> int | float:
 
 def _tsv_lines(path: str) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its "\n" or "\r\n") of a UTF-8 file, streamed; a leading byte-order mark
-    and trailing blank lines are dropped. Lines end at "\n" only, so a lone "\r" stays inside its field."""
+    and trailing blank lines are dropped. Lines end at "\n" only, so a lone "\r" stays inside its field. A byte
+    that is not UTF-8 raises ValueError naming its line and byte offset."""
     blank: list[tuple[int, str]] = []  # blank lines held back until a later line shows they are not trailing
-    with open(path, encoding="utf-8-sig", newline="\n") as f:
-        for number, line in enumerate(f, start=1):
-            line = line[:-1] if line.endswith("\n") else line
-            line = line[:-1] if line.endswith("\r") else line
-            if not line:
-                blank.append((number, line))
-                continue
-            yield from blank
-            blank.clear()
-            yield number, line
+    try:
+        with open(path, encoding="utf-8-sig", newline="\n") as f:
+            for number, line in enumerate(f, start=1):
+                line = line[:-1] if line.endswith("\n") else line
+                line = line[:-1] if line.endswith("\r") else line
+                if not line:
+                    blank.append((number, line))
+                    continue
+                yield from blank
+                blank.clear()
+                yield number, line
+    except UnicodeDecodeError:
+        raise not_utf8_error(path) from None
 
 
 def load_tsv_split(task: str | GlueTask, glue_dir: str | os.PathLike, split: str) -> list[Example]:
@@ -74,8 +79,9 @@ def load_tsv_split(task: str | GlueTask, glue_dir: str | os.PathLike, split: str
 
     Fields are split on tabs only: quotes are text (as csv.QUOTE_NONE reads them). A UTF-8 byte-order mark (MRPC's
     train and dev files have one) and trailing blank lines are ignored; every other line must be a complete row.
-    Raises FileNotFoundError for a missing file and ValueError, naming the file and line, for a header lacking a
-    needed column, a row with the wrong number of fields, a label outside the task's set, or a split with no rows.
+    Raises FileNotFoundError for a missing file and ValueError, naming the file and line, for bytes that are not
+    UTF-8, a header lacking a needed column, a row with the wrong number of fields, a label outside the task's set,
+    or a split with no rows.
     """
     task = get_task(task)
     spec = task.tsv_file(split)
