@@ -2,8 +2,8 @@
 binary sentiment, stored in GLUE's SST-2 layout), its baselines, and fine-tuning an export over seeds.
 
 Baselines run in the same process as the models they stand beside: the majority class of the train split, and
-TF-IDF + logistic regression (scikit-learn). Fine-tuning uses `finetune --recipe tiny-cpu` (experiments/glue/
-our_recipes.json); the dev accuracy of a run is that of its best evaluation, as `finetune` keeps and exports it.
+TF-IDF + logistic regression (scikit-learn). Fine-tuning uses `finetune --recipe tiny-cpu` (deberta_jax/recipes/glue/
+ours.json); the dev accuracy of a run is that of its best evaluation, as `finetune` keeps and exports it.
 """
 
 import json

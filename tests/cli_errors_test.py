@@ -9,7 +9,7 @@ import pytest
 
 from deberta_jax import cli
 from deberta_jax.cli import main
-from deberta_jax.pretraining.config import RECIPE_DIR
+from deberta_jax.recipes import recipe_path
 
 RECIPE = ["pretrain", "--config", "tiny_cpu", "--workdir", "unused"]
 
@@ -104,7 +104,7 @@ def test_a_real_process_prints_one_line_and_exits_2(tmp_path):
     result = subprocess.run([sys.executable, "-m", "deberta_jax.cli", *RECIPE, "--set", "rtd.sharing=shared"],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 2, result.stderr
-    recipe = os.path.join(RECIPE_DIR, "tiny_cpu.json")
+    recipe = recipe_path("pretrain", "tiny_cpu")
     assert result.stderr.strip().splitlines()[-1] == (
         f"deberta-jax: error: {recipe}: PretrainConfig.rtd.sharing='shared': must be 'gdes', 'es' or 'nes'")
     assert "Traceback" not in result.stderr and result.stdout == ""

@@ -1,6 +1,6 @@
 """Corpus reading, tokenizer training, token-stream cache, sequence packing and resumable multi-process batching.
 
-Exact checks use small synthetic files; the bundled KJV corpus (experiments/data/kjv.txt.gz) checks facts of the real
+Exact checks use small synthetic files; the bundled KJV corpus (deberta_jax/corpora/kjv.txt.gz) checks facts of the real
 text (1,189 chapters) and invariants on a slice of it.
 """
 
@@ -15,10 +15,11 @@ import sentencepiece as spm
 from deberta_jax.data.batching import BatchIterator
 from deberta_jax.data.text_corpus import (PackedSequences, read_documents, tfds_documents, tokenize_corpus,
                                           tokenize_documents)
+from deberta_jax.recipes import bundled_corpus
 from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
 from deberta_jax.tokenization.training import train_spm_tokenizer
 
-KJV = os.path.join(os.path.dirname(__file__), "..", "experiments", "data", "kjv.txt.gz")
+KJV = bundled_corpus()
 N_SLICE = 120  # chapters: Genesis 1 .. Leviticus 11
 
 

@@ -13,8 +13,9 @@ from deberta_jax.cli import main as cli
 from deberta_jax.config_tree import apply_overrides, from_dict
 from deberta_jax.pretraining.config import PretrainConfig, load_pretrain_config
 from deberta_jax.pretraining.train import pretrain
+from deberta_jax.recipes import bundled_corpus
 
-CORPUS = os.path.join(os.path.dirname(__file__), "..", "experiments", "data", "kjv.txt.gz")
+CORPUS = bundled_corpus()
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
         "position_buckets": 8, "max_relative_positions": 32}
 

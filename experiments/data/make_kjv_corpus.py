@@ -39,7 +39,8 @@ def chapters(verse_lines: list[str]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "kjv.txt.gz"))
+    parser.add_argument("--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src",
+                                                         "deberta_jax", "corpora", "kjv.txt.gz"))
     args = parser.parse_args()
     text = subprocess.run(["bible", "-f", "Gen1:1-Rev22:21"], check=True, capture_output=True, text=True).stdout
     documents = chapters(text.splitlines())

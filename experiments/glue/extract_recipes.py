@@ -1,4 +1,4 @@
-"""Builds experiments/glue/recipes.json from microsoft/DeBERTa's published GLUE scripts (experiments/glue/*.sh).
+"""Builds src/deberta_jax/recipes/glue/published.json (package data) from microsoft/DeBERTa's published GLUE scripts (experiments/glue/*.sh).
 
     python experiments/glue/extract_recipes.py PATH/TO/microsoft-DeBERTa/experiments/glue
 
@@ -64,7 +64,8 @@ def main(glue_dir: str) -> None:
         with open(os.path.join(glue_dir, f"{script}.sh"), encoding="utf-8") as f:
             out[task] = parse_script(f.read())
     out["_source"] = "microsoft/DeBERTa experiments/glue/*.sh (published fine-tuning settings)"
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes.json")
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src", "deberta_jax", "recipes", "glue",
+                        "published.json")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(out, f, indent=1, sort_keys=True)
     print(f"wrote {path}: " + ", ".join(f"{t}: {len(r)}" for t, r in out.items() if t != "_source"))

@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="override a FinetuneConfig key, dotted for sections (e.g. epochs=2, "
                           "optimizer.learning_rate=3e-5, sift.enabled=true)")
-    finetune.add_argument("--recipe", help="published settings from experiments/glue/recipes.json, e.g. "
+    finetune.add_argument("--recipe", help="published settings (deberta_jax/recipes/glue/published.json), e.g. "
                           "deberta-v3-base, deberta-v3-small-sift, large")
     finetune.add_argument("--resume", action="store_true")
     finetune.set_defaults(func=cmd_finetune)

@@ -30,6 +30,7 @@ from deberta_jax.finetuning.losses import task_loss
 from deberta_jax.finetuning.metrics import main_metric, task_metrics
 from deberta_jax.finetuning.sift import SiftConfig, sift_loss
 from deberta_jax.finetuning.submission import write_submission
+from deberta_jax.recipes import recipe_path
 from deberta_jax.sharding.mesh import MeshConfig, check_batch_divides, make_mesh
 from deberta_jax.sharding.rules import batch_sharding, replicated
 from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
@@ -75,24 +76,20 @@ class FinetuneConfig(Section):
                 (self.cls_dropout is None or 0 <= self.cls_dropout < 1, "cls_dropout", "must be in [0, 1) or null")]
 
 
-GLUE_RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "experiments", "glue", "recipes.json")
-OUR_RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "experiments", "glue", "our_recipes.json")
-
-
-def load_glue_recipe(task: str, name: str, path: str = GLUE_RECIPES, ours: str = OUR_RECIPES) -> dict:
+def load_glue_recipe(task: str, name: str) -> dict:
     """FinetuneConfig values (a nested dict) of recipe `name` for `task`: microsoft/DeBERTa's published settings
-    per task and model (`path`), or one of our task-independent recipes (`ours`, e.g. "tiny-cpu" for models
-    pretrained here)."""
-    our_recipes = strip_comments(read_json(ours))
-    recipes = strip_comments(read_json(path))
+    per task and model (`recipes/glue/published.json`), or one of our task-independent recipes
+    (`recipes/glue/ours.json`, e.g. "tiny-cpu" for models pretrained here)."""
+    our_recipes = strip_comments(read_json(recipe_path("glue", "ours")))
+    published = strip_comments(read_json(recipe_path("glue", "published")))
     key = get_task(task).name
     if name in our_recipes:
         return our_recipes[name]
-    if key not in recipes or name not in recipes[key]:
-        known = sorted(recipes.get(key, {}))
+    if key not in published or name not in published[key]:
+        known = sorted(published.get(key, {}))
         raise ConfigError(f"no published recipe {name!r} for task {key!r}; published: {known}; "
                           f"ours (any task): {sorted(our_recipes)}")
-    return recipes[key][name]
+    return published[key][name]
 
 
 def finetune_config(task: str, model: str, data: str = "tfds", recipe: str | None = None,

@@ -10,13 +10,13 @@ import dataclasses
 import os
 import typing
 
+from deberta_jax import recipes
 from deberta_jax.config_tree import ConfigError, Section, apply_overrides, from_dict, read_json, strip_comments
 from deberta_jax.data.masking import MaskingConfig
 from deberta_jax.sharding.mesh import MeshConfig
 from deberta_jax.training.loop import LoopConfig
 from deberta_jax.training.optimizer import OptimizerConfig
 
-RECIPE_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "experiments", "pretrain"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,14 +109,14 @@ class PretrainConfig(Section):
 
 
 def load_pretrain_config(name_or_file: str, overrides: typing.Sequence[str] = ()) -> PretrainConfig:
-    """A recipe by name (experiments/pretrain/NAME.json) or path, with dotted `key=value` overrides applied."""
+    """A recipe by name (one that ships with the package, `deberta_jax/recipes/pretrain/NAME.json`) or by path,
+    with dotted `key=value` overrides applied."""
     path = name_or_file
     if not os.path.exists(path):
-        path = os.path.join(RECIPE_DIR, name_or_file + ("" if name_or_file.endswith(".json") else ".json"))
+        path = recipes.recipe_path("pretrain", name_or_file.removesuffix(".json"))
     if not os.path.exists(path):
-        known = sorted(f[:-5] for f in os.listdir(RECIPE_DIR) if f.endswith(".json")) if os.path.isdir(
-            RECIPE_DIR) else []
-        raise ConfigError(f"no pretraining recipe {name_or_file!r} (file or name; known: {known})")
+        raise ConfigError(f"no pretraining recipe {name_or_file!r} (a file, or one of the recipes that ship with "
+                          f"deberta-jax: {recipes.recipe_names('pretrain')})")
     values = read_json(path)
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a recipe is a JSON object, got {type(values).__name__}")
