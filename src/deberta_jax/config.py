@@ -9,7 +9,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from deberta_jax.config_tree import ConfigError, read_json
+from deberta_jax.config_tree import ConfigError, Section, read_json
 from deberta_jax.model.activations import ACTIVATIONS
 
 V1 = "deberta"
@@ -41,7 +41,7 @@ _IGNORED_HF_KEYS = frozenset(
 
 
 @dataclasses.dataclass(frozen=True)
-class DebertaConfig:
+class DebertaConfig(Section):
     """Every hyper-parameter that changes DeBERTa's numbers.
 
     Field names follow HF's `config.json` so that checkpoints convert without a key table. `model_type` picks the
@@ -99,86 +99,61 @@ class DebertaConfig:
             object.__setattr__(self, "pos_att_type", ())
         if self.pooler_hidden_size is None:
             object.__setattr__(self, "pooler_hidden_size", self.hidden_size)
-        self.validate()
+        super().__post_init__()
 
     # ------------------------------------------------------------------ validation
-    def validate(self) -> None:
-        def fail(field: str, message: str):
-            raise ValueError(f"DebertaConfig.{field}={getattr(self, field)!r}: {message}")
-
-        if self.model_type not in _MODEL_TYPES:
-            fail("model_type", f"must be one of {_MODEL_TYPES}")
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                fail(name, "must be a positive integer")
-        if self.type_vocab_size < 0:
-            fail("type_vocab_size", "must be >= 0")
-        if self.attention_head_size is None and self.hidden_size % self.num_attention_heads:
-            fail("num_attention_heads", f"does not divide hidden_size={self.hidden_size}")
-        if self.attention_head_size is not None:
-            if self.model_type == V1:
-                fail("attention_head_size", "is a v2/v3 option; v1 always uses hidden_size // num_attention_heads")
-            if self.attention_head_size * self.num_attention_heads != self.hidden_size:
-                fail("attention_head_size", f"times num_attention_heads must equal hidden_size={self.hidden_size}: "
-                     "the reference's output projection is hidden_size x hidden_size")
-        unknown = [t for t in self.pos_att_type if t not in _POS_ATT_TYPES]
-        if unknown:
-            fail("pos_att_type", f"unknown terms {unknown}; allowed: {list(_POS_ATT_TYPES)}")
-        if len(set(self.pos_att_type)) != len(self.pos_att_type):
-            fail("pos_att_type", "lists a term twice")
-        if self.pos_att_type and not self.relative_attention:
-            fail("pos_att_type", "needs relative_attention=True")
-        for name in ("hidden_act", "pooler_hidden_act", "conv_act"):
-            if getattr(self, name) not in ACTIVATIONS:
-                fail(name, f"unknown activation; known: {sorted(ACTIVATIONS)}")
+    def checks(self):
+        v1 = self.model_type == V1
         norm = [x.strip() for x in self.norm_rel_ebd.lower().split("|")]
-        if any(x not in _NORM_REL_EBD for x in norm):
-            fail("norm_rel_ebd", f"terms must be among {_NORM_REL_EBD}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "pooler_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                fail(name, "must be in [0, 1)")
-        if self.cls_dropout is not None and not 0.0 <= self.cls_dropout < 1.0:
-            fail("cls_dropout", "must be in [0, 1)")
-        if self.conv_kernel_size < 0:
-            fail("conv_kernel_size", "must be >= 0")
-        if self.conv_kernel_size > 0:
-            if self.model_type == V1:
-                fail("conv_kernel_size", "the conv layer exists only in v2/v3")
-            if self.conv_kernel_size % 2 == 0:
-                fail("conv_kernel_size", "must be odd: the reference pads (k-1)//2 and would shorten the sequence")
-            if self.hidden_size % self.conv_groups:
-                fail("conv_groups", f"does not divide hidden_size={self.hidden_size}")
-        if self.model_type == V1:
-            if self.position_buckets > 0:
-                fail("position_buckets", "log buckets exist only in v2/v3")
-            if self.share_att_key:
-                fail("share_att_key", "exists only in v2/v3")
-            if "layer_norm" in norm:
-                fail("norm_rel_ebd", "exists only in v2/v3")
-        elif self.talking_head:
-            fail("talking_head", "exists only in v1")
-        if self.embedding_size is not None and self.embedding_size < 1:
-            fail("embedding_size", "must be a positive integer")
-        if self.pooler_hidden_size is not None and self.pooler_hidden_size != self.hidden_size:
-            fail("pooler_hidden_size", f"must equal hidden_size={self.hidden_size}: the classifier reads hidden_size")
-        if self.num_labels < 1:
-            fail("num_labels", "must be >= 1")
-        if not 0 <= self.pad_token_id < self.vocab_size:
-            fail("pad_token_id", f"must be a token id below vocab_size={self.vocab_size}")
-        for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in _DTYPES:
-                fail(name, f"must be one of {_DTYPES}")
-        if self.attention_impl not in ATTENTION_IMPLS:
-            fail("attention_impl", f"must be one of {ATTENTION_IMPLS}")
-        for name in ("attention_block_q", "attention_block_k"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                fail(name, "must be a positive integer")
-        if self.scan_layers and self.conv_kernel_size > 0 and self.num_hidden_layers < 2:
-            fail("scan_layers", "with a conv branch layer_0 runs outside the scan, which then needs >= 2 layers")
-        if self.talking_head and self.attention_impl in FUSED_ATTENTION_IMPLS:
-            fail("attention_impl", "fused attention cannot mix heads between softmax and value (talking_head=True); "
-                 "use 'reference' or 'skew'")
+        unknown_terms = [t for t in self.pos_att_type if t not in _POS_ATT_TYPES]
+        conv = self.conv_kernel_size > 0
+        return [
+            (self.model_type in _MODEL_TYPES, "model_type", f"must be one of {_MODEL_TYPES}"),
+            *[(getattr(self, name) >= 1, name, "must be a positive integer")
+              for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                           "intermediate_size", "max_position_embeddings", "attention_block_q", "attention_block_k")],
+            (self.type_vocab_size >= 0, "type_vocab_size", "must be >= 0"),
+            (self.attention_head_size is not None or self.num_attention_heads < 1
+             or self.hidden_size % self.num_attention_heads == 0,
+             "num_attention_heads", f"does not divide hidden_size={self.hidden_size}"),
+            (self.attention_head_size is None or not v1, "attention_head_size",
+             "is a v2/v3 option; v1 always uses hidden_size // num_attention_heads"),
+            (self.attention_head_size is None or self.attention_head_size * self.num_attention_heads == self.hidden_size,
+             "attention_head_size", f"times num_attention_heads must equal hidden_size={self.hidden_size}: the "
+             "reference's output projection is hidden_size x hidden_size"),
+            (not unknown_terms, "pos_att_type", f"unknown terms {unknown_terms}; allowed: {list(_POS_ATT_TYPES)}"),
+            (len(set(self.pos_att_type)) == len(self.pos_att_type), "pos_att_type", "lists a term twice"),
+            (not self.pos_att_type or self.relative_attention, "pos_att_type", "needs relative_attention=True"),
+            *[(getattr(self, name) in ACTIVATIONS, name, f"unknown activation; known: {sorted(ACTIVATIONS)}")
+              for name in ("hidden_act", "pooler_hidden_act", "conv_act")],
+            (all(x in _NORM_REL_EBD for x in norm), "norm_rel_ebd", f"terms must be among {_NORM_REL_EBD}"),
+            *[(0.0 <= getattr(self, name) < 1.0, name, "must be in [0, 1)")
+              for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "pooler_dropout")],
+            (self.cls_dropout is None or 0.0 <= self.cls_dropout < 1.0, "cls_dropout", "must be in [0, 1)"),
+            (self.conv_kernel_size >= 0, "conv_kernel_size", "must be >= 0"),
+            (not (conv and v1), "conv_kernel_size", "the conv layer exists only in v2/v3"),
+            (not conv or self.conv_kernel_size % 2 == 1, "conv_kernel_size",
+             "must be odd: the reference pads (k-1)//2 and would shorten the sequence"),
+            (not conv or (self.conv_groups >= 1 and self.hidden_size % self.conv_groups == 0), "conv_groups",
+             f"does not divide hidden_size={self.hidden_size}"),
+            (not (v1 and self.position_buckets > 0), "position_buckets", "log buckets exist only in v2/v3"),
+            (not (v1 and self.share_att_key), "share_att_key", "exists only in v2/v3"),
+            (not (v1 and "layer_norm" in norm), "norm_rel_ebd", "exists only in v2/v3"),
+            (v1 or not self.talking_head, "talking_head", "exists only in v1"),
+            (self.embedding_size is None or self.embedding_size >= 1, "embedding_size", "must be a positive integer"),
+            (self.pooler_hidden_size == self.hidden_size, "pooler_hidden_size",
+             f"must equal hidden_size={self.hidden_size}: the classifier reads hidden_size"),
+            (self.num_labels >= 1, "num_labels", "must be >= 1"),
+            (0 <= self.pad_token_id < self.vocab_size, "pad_token_id",
+             f"must be a token id below vocab_size={self.vocab_size}"),
+            *[(getattr(self, name) in _DTYPES, name, f"must be one of {_DTYPES}") for name in ("dtype", "param_dtype")],
+            (self.attention_impl in ATTENTION_IMPLS, "attention_impl", f"must be one of {ATTENTION_IMPLS}"),
+            (not (self.scan_layers and conv and self.num_hidden_layers < 2), "scan_layers",
+             "with a conv branch layer_0 runs outside the scan, which then needs >= 2 layers"),
+            (not (self.talking_head and self.attention_impl in FUSED_ATTENTION_IMPLS), "attention_impl",
+             "fused attention cannot mix heads between softmax and value (talking_head=True); use 'reference' or "
+             "'skew'"),
+        ]
 
     # ------------------------------------------------------------------ derived values
     @property
