@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.activations import ACT2FN
 
-from deberta_jax.model.activations import ACTIVATIONS
+from deberta_jax.activations import ACTIVATIONS
 
 # Wide enough to reach the saturated tails (where a 1 + erf form cancels) and dense around 0.
 INPUTS = np.concatenate([np.linspace(-12.0, 12.0, 4001), np.random.RandomState(0).randn(4096) * 3]).astype(np.float32)

@@ -9,7 +9,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from deberta_jax.model.activations import ACTIVATIONS
+from deberta_jax.activations import ACTIVATIONS
 
 V1 = "deberta"
 V2 = "deberta-v2"

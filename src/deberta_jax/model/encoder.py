@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 
 from deberta_jax.config import DebertaConfig
-from deberta_jax.model.activations import ACTIVATIONS
+from deberta_jax.activations import ACTIVATIONS
 from deberta_jax.model.attention import DisentangledSelfAttention
 from deberta_jax.model.layers import dense, embed, layer_norm
 
@@ -115,7 +115,7 @@ class DebertaEncoder(nn.Module):
 
     With `scan_layers`, the layers run as one `nn.scan` whose parameters are stacked on a leading "layers" axis
     under `layers` (layer_0 stays apart when there is a conv branch), so compile time does not grow with depth.
-    `conversion.layer_stacking` converts between the two layouts.
+    `layer_stacking` converts between the two layouts.
     """
 
     config: DebertaConfig

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from deberta_jax.config import DebertaConfig
-from deberta_jax.model.activations import ACTIVATIONS
+from deberta_jax.activations import ACTIVATIONS
 from deberta_jax.model.layers import dense, layer_norm
 
 

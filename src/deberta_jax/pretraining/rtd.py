@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from deberta_jax.config import DebertaConfig
-from deberta_jax.model.activations import ACTIVATIONS
+from deberta_jax.activations import ACTIVATIONS
 from deberta_jax.model.layers import dense, layer_norm
 from deberta_jax.model.modeling import DebertaForMaskedLM, DebertaModel
 
