@@ -117,11 +117,6 @@ class DebertaForMaskedLM(_WithBackbone):
     Call with `masked_positions` (int [B, M]) to compute logits [B, M, vocab] only there.
     """
 
-    def __call__(self, input_ids=None, *, masked_positions=None, deterministic: bool = True,
-                 **backbone_kwargs) -> DebertaOutput:
-        out = self.deberta(input_ids, deterministic=deterministic, **backbone_kwargs)
-        return self.head(out, deterministic, masked_positions)
-
     def setup(self):
         self.deberta = DebertaModel(self.config)
         if self.config.legacy:
@@ -133,6 +128,11 @@ class DebertaForMaskedLM(_WithBackbone):
         """[..., hidden] -> [..., vocab]; callers pass only the positions they score."""
         head = self.cls if self.config.legacy else self.lm_predictions
         return head(hidden, self.deberta.attend)
+
+    def __call__(self, input_ids=None, *, masked_positions=None, deterministic: bool = True,
+                 **backbone_kwargs) -> DebertaOutput:
+        out = self.deberta(input_ids, deterministic=deterministic, **backbone_kwargs)
+        return self.head(out, deterministic, masked_positions)
 
     def head(self, out, deterministic, masked_positions=None):
         hidden = out.last_hidden_state
