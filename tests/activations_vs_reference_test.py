@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.activations import ACT2FN
 
-from deberta_jax.model.activations import ACTIVATIONS
+from deberta_jax.activations import ACTIVATIONS
 
 pytestmark = pytest.mark.reference
 

@@ -5,14 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deberta_jax.model import chunked_attention as chunked
-from deberta_jax.model.attention import (
-    content_to_content, content_to_position, diagonal_skew, expand_to_offsets, masked_softmax,
-    position_to_content,
-)
+from deberta_jax.model.attention import content_to_content, content_to_position, masked_softmax, position_to_content
+from deberta_jax.model.attention_tiles import TilePlan, table_pads, window_starts
 from deberta_jax.model.chunked_attention import chunked_attention
 from deberta_jax.model.counter_dropout import keep_mask
 from deberta_jax.model.relative_positions import relative_embedding_index, relative_offset_rows
+from deberta_jax.model.relative_scores import diagonal_skew, diagonal_skew_transpose, expand_to_offsets
 
 ATOL = 1e-5
 LOG_BUCKETS = dict(span=8, buckets=8, max_pos=32)
@@ -131,18 +129,20 @@ def test_bf16_inputs_close_to_fp32_dense():
                                                          (64, 64, 32, 16)])
 def test_window_starts_address_each_offset(q_len, k_len, block_q, block_k):
     """Skewing every tile's window of a table that stores its own offsets must give i - j at every real pair."""
-    plan = chunked._Plan(q_len, k_len, block_q, block_k, 1.0, 0.0)
+    plan = TilePlan(batch=1, heads=1, head_dim=1, query_len=q_len, key_len=k_len, block_q=block_q, block_k=block_k,
+                    scale=1.0, rate=0.0, has_c2p=True, has_p2c=True)
     descending = np.arange(q_len - 1, -k_len, -1, dtype=np.float32)
-    tables = {True: np.pad(descending, chunked._table_pads(plan, True), constant_values=np.nan),
-              False: np.pad(descending[::-1], chunked._table_pads(plan, False), constant_values=np.nan)}
-    for q_tile in range(plan.nq):
-        for k_tile in range(plan.nk):
+    rows = plan.padded_offsets
+    tables = {True: np.pad(descending, table_pads(plan, True, rows), constant_values=np.nan),
+              False: np.pad(descending[::-1], table_pads(plan, False, rows), constant_values=np.nan)}
+    for q_tile in range(plan.q_tiles):
+        for k_tile in range(plan.k_tiles):
             i = q_tile * block_q + np.arange(block_q)[:, None]
             j = k_tile * block_k + np.arange(block_k)[None, :]
             real = (i < q_len) & (j < k_len)
-            c2p_start, p2c_start = chunked._window_starts(plan, q_tile, k_tile)
-            c2p = np.broadcast_to(tables[True][c2p_start: c2p_start + plan.width], (block_q, plan.width))
-            p2c = np.broadcast_to(tables[False][p2c_start: p2c_start + plan.width], (block_k, plan.width))
+            c2p_start, p2c_start = window_starts(plan, q_tile * block_q, k_tile * block_k)
+            c2p = np.broadcast_to(tables[True][c2p_start: c2p_start + plan.window], (block_q, plan.window))
+            p2c = np.broadcast_to(tables[False][p2c_start: p2c_start + plan.window], (block_k, plan.window))
             np.testing.assert_array_equal(np.asarray(diagonal_skew(jnp.asarray(c2p), block_k))[real], (i - j)[real])
             np.testing.assert_array_equal(np.asarray(diagonal_skew(jnp.asarray(p2c), block_q)).T[real],
                                           (i - j)[real])
@@ -153,7 +153,7 @@ def test_diagonal_skew_transpose_is_the_linear_transpose(rows, width):
     grad = jnp.asarray(np.random.default_rng(5).normal(size=(2, rows, width)), jnp.float32)
     skew = lambda x: diagonal_skew(x, width)
     (expected,) = jax.linear_transpose(skew, jnp.zeros((2, rows, rows + width - 1)))(grad)
-    np.testing.assert_array_equal(chunked._diagonal_skew_transpose(grad), expected)
+    np.testing.assert_array_equal(diagonal_skew_transpose(grad), expected)
 
 
 def _largest_per_row(jaxpr, rows: int) -> int:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deberta_jax.config import DebertaConfig
-from deberta_jax.conversion.layer_stacking import stack_layers, unstack_layers
+from deberta_jax.model.layer_stacking import stack_layers, unstack_layers
 from deberta_jax.model.modeling import build_model, init_params
 from deberta_jax.sharding.rules import DEFAULT_RULES
 from deberta_jax.training.optimizer import decay_mask, layer_decay_factors

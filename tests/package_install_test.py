@@ -2,6 +2,7 @@
 and bundled corpus through importlib.resources."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -25,8 +26,12 @@ def _run(args, cwd, site, timeout=600):
 def test_installed_wheel_pretrains_and_finetunes_with_its_recipes(tmp_path):
     wheels, site, outside = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
     outside.mkdir()
+    source = tmp_path / "source"  # a clean copy: setuptools' build/ in the checkout may hold deleted modules
+    shutil.copytree(os.path.join(REPO, "src"), source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(REPO, name), source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
-                    REPO], check=True, capture_output=True, timeout=600)
+                    str(source)], check=True, capture_output=True, timeout=600)
     (wheel,) = wheels.glob("deberta_jax-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True, timeout=600)

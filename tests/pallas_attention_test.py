@@ -9,12 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deberta_jax.model.attention import (
-    content_to_content, content_to_position, expand_to_offsets, masked_softmax, position_to_content,
-)
+from deberta_jax.model.attention import content_to_content, content_to_position, masked_softmax, position_to_content
 from deberta_jax.model.counter_dropout import keep_mask
 from deberta_jax.model.pallas_attention import pallas_attention
 from deberta_jax.model.relative_positions import relative_embedding_index, relative_offset_rows
+from deberta_jax.model.relative_scores import expand_to_offsets
 
 HEADS, HEAD_DIM, SCALE = 2, 16, 7.0
 TOL = 1e-5

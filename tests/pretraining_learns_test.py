@@ -103,6 +103,7 @@ def test_finetuning_reads_back_the_trained_discriminator(gdes_run, tmp_path):
     ids = counting_batch(np.random.default_rng(1))["input_ids"][0]
     mask = jnp.ones_like(ids)
     inside = model.apply({"params": params}, ids, mask, method=lambda m, i, a: m.discriminator(
-        None, a, inputs_embeds=jnp.take(m.discriminator_word_table(), i, axis=0)).last_hidden_state)
-    backbone = DebertaModel(loaded_model.config).apply({"params": loaded["deberta"]}, ids, mask).last_hidden_state
+        attention_mask=a, inputs_embeds=jnp.take(m.discriminator_word_table(), i, axis=0)).last_hidden_state)
+    backbone = DebertaModel(loaded_model.config).apply({"params": loaded["deberta"]}, ids,
+                                                       attention_mask=mask).last_hidden_state
     np.testing.assert_allclose(np.asarray(backbone), np.asarray(inside), rtol=0, atol=1e-5)

@@ -43,8 +43,8 @@ def test_emd_matches_reference_layer_applied_twice(scan_layers):
     hf_model, model, params = _emd_model_with_reference_weights("v3", scan_layers=scan_layers)
     ids, mask, _ = padded_batch(99, 2, 12)
     positions = np.array([[1, 3, 5], [2, 4, 6]])
-    out = model.apply({"params": params}, jnp.asarray(ids), jnp.asarray(mask), masked_positions=jnp.asarray(positions),
-                      output_hidden_states=True)
+    out = model.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask),
+                      masked_positions=jnp.asarray(positions), output_hidden_states=True)
     tids, tmask = torch.from_numpy(ids), torch.from_numpy(mask)
     with torch.no_grad():
         ref = hf_model.deberta(tids, attention_mask=tmask, output_hidden_states=True)
@@ -69,8 +69,9 @@ def test_emd_one_step_without_positions_is_the_last_layer(family):
     params["emd_position_embeddings"]["embedding"] = np.zeros_like(params["emd_position_embeddings"]["embedding"])
     model = DebertaForMLMPretraining(DebertaConfig.from_hf_dict(hf_model.config.to_dict()), emd_steps=1)
     ids, mask, types = padded_batch(99, 2, 10, type_vocab=hf_model.config.type_vocab_size)
-    out = model.apply({"params": params}, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types),
-                      masked_positions=jnp.zeros((2, 1), jnp.int32), output_hidden_states=True)
+    out = model.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask),
+                      token_type_ids=jnp.asarray(types), masked_positions=jnp.zeros((2, 1), jnp.int32),
+                      output_hidden_states=True)
     np.testing.assert_allclose(np.asarray(out.last_hidden_state), np.asarray(out.hidden_states[-1]),
                                rtol=0, atol=1e-5)
 
@@ -187,7 +188,7 @@ def test_exported_gdes_discriminator_loads_in_transformers(tmp_path):
     ids = np.random.default_rng(2).integers(4, 64, size=(1, 9))
     ours = DebertaModel(TINY_V3).apply({"params": disc}, jnp.asarray(ids)).last_hidden_state
     via_rtd = model.apply({"params": params}, jnp.asarray(ids), jnp.ones((1, 9), jnp.int32),
-                          method=lambda m, i, a: m.discriminator(None, a, inputs_embeds=jnp.take(
+                          method=lambda m, i, a: m.discriminator(attention_mask=a, inputs_embeds=jnp.take(
                               m.discriminator_word_table(), i, axis=0)).last_hidden_state)
     np.testing.assert_allclose(np.asarray(ours), np.asarray(via_rtd), rtol=0, atol=1e-6)
     with torch.no_grad():

@@ -67,7 +67,7 @@ def test_expand_to_offsets_is_row_indexing(n, buckets, max_pos, consecutive):
     import jax
     import jax.numpy as jnp
 
-    from deberta_jax.model.attention import expand_to_offsets
+    from deberta_jax.model.relative_scores import expand_to_offsets
     from deberta_jax.model.relative_positions import relative_offset_rows
 
     rows = relative_offset_rows(n, n, buckets, buckets, max_pos)

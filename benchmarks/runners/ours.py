@@ -147,7 +147,7 @@ class OursRunner(JitRunner):
         if self.case.workload == "forward":
             return np.asarray(self.compiled(*self.args), np.float32)
         model = self.model
-        logits = jax.jit(lambda p, ids, mask, pos: model.apply({"params": p}, ids, mask, deterministic=True,
-                                                                masked_positions=pos).logits)
+        logits = jax.jit(lambda p, ids, mask, pos: model.apply({"params": p}, ids, attention_mask=mask,
+                                                                deterministic=True, masked_positions=pos).logits)
         return np.asarray(logits(self.params, self.inputs["input_ids"], self.inputs["attention_mask"],
                                  self.inputs["masked_positions"]), np.float32)

@@ -275,7 +275,7 @@ def _dense_attention(q, k, v, pos_key, pos_query, query_mask, key_mask, rel, sca
 
 def _fused_attention(q, k, v, pos_key, pos_query, query_mask, key_mask, rel, scale, rate, seed, blocks):
     """The Pallas kernel, fed per-offset tables built as the model builds them."""
-    from deberta_jax.model.attention import expand_to_offsets
+    from deberta_jax.model.relative_scores import expand_to_offsets
     from deberta_jax.model.pallas_attention import pallas_attention
     from deberta_jax.model.relative_positions import relative_offset_rows
 

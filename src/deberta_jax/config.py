@@ -9,8 +9,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from deberta_jax.activations import ACTIVATIONS
 from deberta_jax.config_tree import ConfigError, Section, read_json
-from deberta_jax.model.activations import ACTIVATIONS
 
 V1 = "deberta"
 V2 = "deberta-v2"

@@ -20,7 +20,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from deberta_jax.config import DebertaConfig
 from deberta_jax.config_tree import read_json
 from deberta_jax.conversion import safetensors_io
-from deberta_jax.conversion.layer_stacking import stack_layers, unstack_layers
+from deberta_jax.model.layer_stacking import stack_layers, unstack_layers
 from deberta_jax.model.modeling import abstract_params, build_model, head_of, hf_architecture, init_params
 
 log = logging.getLogger(__name__)

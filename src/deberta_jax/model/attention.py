@@ -13,8 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from deberta_jax.config import FUSED_ATTENTION_IMPLS, DebertaConfig
+from deberta_jax.model.chunked_attention import chunked_attention
 from deberta_jax.model.layers import dense, expand_mask
+from deberta_jax.model.pallas_attention import pallas_attention
 from deberta_jax.model.relative_positions import relative_embedding_index, relative_offset_rows
+from deberta_jax.model.relative_scores import diagonal_skew, expand_to_offsets
 
 _F32 = jnp.float32
 
@@ -78,51 +81,6 @@ def position_to_content(key: jnp.ndarray, pos_query: jnp.ndarray, rel_index: jnp
     return _heads_to_batch_major(jnp.swapaxes(gathered, -1, -2))
 
 
-def diagonal_skew(scores: jnp.ndarray, width: int) -> jnp.ndarray:
-    """Shifts row m of per-offset scores left by (rows - 1 - m): out[..., m, t] = scores[..., m, t - m + rows - 1].
-
-    This is the relative "skew" of Transformer-XL done with pad, reshape and slice only, so it compiles to no
-    gather (the TPU-friendly form). Flattened, element (m, t - m + rows - 1) sits at m * (L - 1) + rows - 1 + t
-    for row length L, so dropping the first rows - 1 elements and re-reading rows of length L - 1 lines the
-    diagonals up as columns.
-
-    Args:
-      scores: [..., M, M + width - 1], column c holding the score at offset c - (M - 1) from the row's diagonal.
-    Returns:
-      [..., M, width].
-    """
-    rows, length = scores.shape[-2:]
-    if length != rows + width - 1:
-        raise ValueError(f"diagonal_skew needs {rows + width - 1} columns for {rows} rows and width {width}; "
-                         f"got scores of shape {scores.shape}")
-    if rows == 1:
-        return scores
-    lead = scores.shape[:-2]
-    flat = scores.reshape(lead + (rows * length,))[..., rows - 1: rows - 1 + rows * (length - 1)]
-    return flat.reshape(lead + (rows, length - 1))[..., :width]
-
-
-def expand_to_offsets(pos_table: jnp.ndarray, offset_rows: np.ndarray) -> jnp.ndarray:
-    """Per-offset projected relative table: out[o] = pos_table[offset_rows[o]], without a gather.
-
-    Rows that run consecutively (every offset in its own bucket, e.g. N <= position_buckets / 2) are a static slice,
-    reversed for a descending run; otherwise the expansion is a one-hot matmul.
-
-    Args:
-      pos_table: [R, H, D]; offset_rows: int [O] (static) with values in [0, R).
-    Returns:
-      [O, H, D] in pos_table's dtype.
-    """
-    rows = np.asarray(offset_rows)
-    steps = np.diff(rows)
-    if rows.size and np.all(steps == 1):
-        return pos_table[rows[0]: rows[-1] + 1]
-    if rows.size and np.all(steps == -1):
-        return jnp.flip(pos_table[rows[-1]: rows[0] + 1], axis=0)
-    one_hot = jax.nn.one_hot(rows, pos_table.shape[0], dtype=pos_table.dtype)
-    return jnp.einsum("or,rhd->ohd", one_hot, pos_table)
-
-
 def content_to_position_skew(query: jnp.ndarray, pos_key_by_offset: jnp.ndarray, key_size: int) -> jnp.ndarray:
     """c2p without a gather: Q against every offset's relative key, then `diagonal_skew`.
 
@@ -166,17 +124,9 @@ def masked_softmax(scores: jnp.ndarray, pair_mask: jnp.ndarray) -> jnp.ndarray:
     return nn.softmax(scores, axis=-1)
 
 
-def fused_attention_kernel(name: str):
-    """The fused kernel `name`, with the signature (query, key, value, c2p_table, p2c_table, query_mask, key_mask,
-    *, scale, block_q, block_k, dropout_rate, dropout_seed) -> context [B, Q, H, D].
-
-    Imported on first use: Pallas pulls in its lowering machinery, which the dense paths never need.
-    """
-    if name == "chunked":
-        from deberta_jax.model.chunked_attention import chunked_attention
-        return chunked_attention
-    from deberta_jax.model.pallas_attention import pallas_attention
-    return pallas_attention
+# The fused kernels by `attention_impl`, each with the signature (query, key, value, c2p_table, p2c_table,
+# query_mask, key_mask, *, scale, block_q, block_k, dropout_rate, dropout_seed) -> context [B, Q, H, D].
+_FUSED_KERNELS = {"chunked": chunked_attention, "pallas": pallas_attention}
 
 
 def _split_heads(x: jnp.ndarray, heads: int) -> jnp.ndarray:
@@ -307,10 +257,9 @@ class DisentangledSelfAttention(nn.Module):
         else:
             rate = 0.0
         token = attention_mask != 0
-        kernel = fused_attention_kernel(cfg.attention_impl)
-        return kernel(query, key, value, c2p_table, p2c_table, token, token,
-                      scale=score_scale(cfg.head_dim, cfg.pos_att_type), block_q=cfg.attention_block_q,
-                      block_k=cfg.attention_block_k, dropout_rate=rate, dropout_seed=seed)
+        return _FUSED_KERNELS[cfg.attention_impl](
+            query, key, value, c2p_table, p2c_table, token, token, scale=score_scale(cfg.head_dim, cfg.pos_att_type),
+            block_q=cfg.attention_block_q, block_k=cfg.attention_block_k, dropout_rate=rate, dropout_seed=seed)
 
     def __call__(self, hidden_states, attention_mask, rel_embeddings, *, query_states=None,
                  deterministic: bool = True):

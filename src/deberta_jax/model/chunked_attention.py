@@ -24,43 +24,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from deberta_jax.model.attention import diagonal_skew
+from deberta_jax.model.attention_tiles import (MASKED_SCORE, TilePlan, dropped, pad_axis, pad_table, table_pads,
+                                              window_starts)
 from deberta_jax.model.counter_dropout import keep_mask
+from deberta_jax.model.relative_scores import diagonal_skew, diagonal_skew_transpose
 
 _F32 = jnp.float32
-# A user-masked pair scores the fp32 minimum and still takes part in the softmax (a fully masked row comes out
-# uniform over the K real keys, as in `masked_softmax`); a padding key scores -inf, so its probability is 0.
-_MASKED = float(jnp.finfo(_F32).min)
-
-
-class _Plan(NamedTuple):
-    """Static tiling of one call (hashable: the custom_vjp's non-differentiable argument)."""
-    query_size: int
-    key_size: int
-    block_q: int
-    block_k: int
-    scale: float
-    rate: float
-
-    @property
-    def nq(self) -> int:
-        return -(-self.query_size // self.block_q)
-
-    @property
-    def nk(self) -> int:
-        return -(-self.key_size // self.block_k)
-
-    @property
-    def padded_q(self) -> int:
-        return self.nq * self.block_q
-
-    @property
-    def padded_k(self) -> int:
-        return self.nk * self.block_k
-
-    @property
-    def width(self) -> int:
-        return self.block_q + self.block_k - 1
 
 
 def chunked_attention(query, key, value, c2p_table, p2c_table, query_mask, key_mask, *, scale: float,
@@ -85,32 +54,16 @@ def chunked_attention(query, key, value, c2p_table, p2c_table, query_mask, key_m
     Returns:
       context [B, Q, H, D] in value's dtype.
     """
-    batch, q_len, heads, dim = query.shape
-    k_len = key.shape[1]
-    if key.shape != (batch, k_len, heads, dim) or value.shape[:3] != key.shape[:3]:
-        raise ValueError(f"query {query.shape}, key {key.shape} and value {value.shape} do not line up")
-    for name, table in (("c2p_table", c2p_table), ("p2c_table", p2c_table)):
-        if table is not None and table.shape != (q_len + k_len - 1, heads, dim):
-            raise ValueError(f"{name} must be {(q_len + k_len - 1, heads, dim)}; got {table.shape}")
-    if block_q < 1 or block_k < 1:
-        raise ValueError(f"block sizes must be positive; got {block_q}, {block_k}")
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1); got {dropout_rate}")
-    if dropout_rate > 0.0 and dropout_seed is None:
-        raise ValueError("dropout_rate > 0 needs a dropout_seed")
-    plan = _Plan(q_len, k_len, min(block_q, q_len), min(block_k, k_len), float(scale), float(dropout_rate))
+    q_len, k_len = query.shape[1], key.shape[1]
+    plan = TilePlan.checked(query, key, value, c2p_table, p2c_table, query_mask, key_mask, scale=scale,
+                            block_q=min(block_q, q_len), block_k=min(block_k, k_len), dropout_rate=dropout_rate,
+                            dropout_seed=dropout_seed)
     seed = jnp.asarray(dropout_seed, jnp.uint32) if dropout_rate > 0.0 else None
     return _fused(plan, query, key, value, c2p_table, p2c_table, jnp.asarray(query_mask, bool),
                   jnp.asarray(key_mask, bool), seed)
 
 
 # ----------------------------------------------------------------------------------------------- layouts
-
-def _pad_axis(x: jnp.ndarray, axis: int, before: int, after: int, value=0) -> jnp.ndarray:
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (before, after)
-    return jnp.pad(x, widths, constant_values=value)
-
 
 def _to_tiles(x: jnp.ndarray, block: int, count: int) -> jnp.ndarray:
     """[B, L, H, D] -> zero-padded [count, H, B, block, D], tile-major for the loops.
@@ -119,7 +72,7 @@ def _to_tiles(x: jnp.ndarray, block: int, count: int) -> jnp.ndarray:
     batched matmul writes, including the products against the (batch-free) relative tables.
     """
     batch, length, heads, dim = x.shape
-    x = _pad_axis(x, 1, 0, count * block - length)
+    x = pad_axis(x, 1, 0, count * block - length)
     return x.reshape(batch, count, block, heads, dim).transpose(1, 3, 0, 2, 4)
 
 
@@ -131,45 +84,8 @@ def _from_tiles(x: jnp.ndarray, length: int) -> jnp.ndarray:
 
 def _mask_tiles(mask: jnp.ndarray, block: int, count: int) -> jnp.ndarray:
     """bool [B, L] -> [count, B, block], padding False."""
-    mask = _pad_axis(mask, 1, 0, count * block - mask.shape[1], False)
+    mask = pad_axis(mask, 1, 0, count * block - mask.shape[1], False)
     return mask.reshape(mask.shape[0], count, block).transpose(1, 0, 2)
-
-
-def _table_pads(plan: _Plan, descending: bool) -> tuple[int, int]:
-    """Rows added before / after a [Q + K - 1] table so that it covers every padded offset.
-
-    Padded queries reach offset Qp - 1 and padded keys -(Kp - 1): the padded table is the per-offset table for
-    lengths (Qp, Kp), so every tile's window lies inside it and `dynamic_slice` never clamps.
-    """
-    extra_q, extra_k = plan.padded_q - plan.query_size, plan.padded_k - plan.key_size
-    return (extra_q, extra_k) if descending else (extra_k, extra_q)
-
-
-def _window_starts(plan: _Plan, q_tile, k_tile):
-    """First padded-table row of the (q_tile, k_tile) window, for c2p and for p2c.
-
-    c2p is query-major over DESCENDING offsets: `diagonal_skew` reads row m, column t at window column
-    t - m + bq - 1, which must hold offset (i0 + m) - (j0 + t), i.e. padded row Qp - 1 - (i0 - j0) - (m - t).
-    So the window starts at Qp - bq - i0 + j0. p2c is key-major over ASCENDING offsets: key row t, query column m
-    reads window column m - t + bk - 1, padded row (i0 + m) - (j0 + t) + Kp - 1, so it starts at i0 - j0 + Kp - bk.
-    """
-    i0, j0 = q_tile * plan.block_q, k_tile * plan.block_k
-    return plan.padded_q - plan.block_q - i0 + j0, i0 - j0 + plan.padded_k - plan.block_k
-
-
-def _diagonal_skew_transpose(grad: jnp.ndarray) -> jnp.ndarray:
-    """Transpose of `diagonal_skew` (pad and reshape only): [..., M, width] -> [..., M, M + width - 1].
-
-    Entry (m, t) goes back to column t - m + M - 1; the columns the skew never read get zeros. Summed over m,
-    a column is the total gradient of one offset's score.
-    """
-    rows, width = grad.shape[-2:]
-    if rows == 1:
-        return grad
-    length = rows + width - 1
-    lead = grad.shape[:-2]
-    flat = _pad_axis(grad, grad.ndim - 1, 0, length - 1 - width).reshape(lead + (rows * (length - 1),))
-    return _pad_axis(flat, flat.ndim - 1, rows - 1, 1).reshape(lead + (rows, length))
 
 
 def _add_rows(buffer: jnp.ndarray, rows: jnp.ndarray, start) -> jnp.ndarray:
@@ -198,43 +114,42 @@ class _Tile(NamedTuple):
     key: jnp.ndarray            # [H, B, bk, D]
     value: jnp.ndarray          # [H, B, bk, D]
     pair_ok: jnp.ndarray        # bool [1, B, bq, bk]
-    fill: jnp.ndarray           # fp32 [bk]: the score of a disallowed pair (_MASKED, or -inf for padding keys)
+    fill: jnp.ndarray           # fp32 [bk]: the score of a disallowed pair (MASKED_SCORE, or -inf for padding keys)
     c2p: jnp.ndarray | None     # [W, H, D]
     p2c: jnp.ndarray | None     # [W, H, D]
     keep: jnp.ndarray | None    # bool [H, B, bq, bk]
 
 
-def _operands(plan: _Plan, query, key, value, c2p_table, p2c_table, query_mask, key_mask, seed) -> _Operands:
+def _operands(plan: TilePlan, query, key, value, c2p_table, p2c_table, query_mask, key_mask, seed) -> _Operands:
     """Pads and tiles the public arguments once, outside the loops."""
-    def table(t, descending):
-        return None if t is None else _pad_axis(t, 0, *_table_pads(plan, descending))
-
-    return _Operands(_to_tiles(query, plan.block_q, plan.nq), _to_tiles(key, plan.block_k, plan.nk),
-                     _to_tiles(value, plan.block_k, plan.nk), _mask_tiles(query_mask, plan.block_q, plan.nq),
-                     _mask_tiles(key_mask, plan.block_k, plan.nk), table(c2p_table, True), table(p2c_table, False),
-                     seed)
+    rows = plan.padded_offsets
+    return _Operands(_to_tiles(query, plan.block_q, plan.q_tiles), _to_tiles(key, plan.block_k, plan.k_tiles),
+                     _to_tiles(value, plan.block_k, plan.k_tiles), _mask_tiles(query_mask, plan.block_q, plan.q_tiles),
+                     _mask_tiles(key_mask, plan.block_k, plan.k_tiles), pad_table(c2p_table, plan, True, rows),
+                     pad_table(p2c_table, plan, False, rows), seed)
 
 
-def _tile(plan: _Plan, ops: _Operands, q_tile, k_tile) -> _Tile:
+def _tile(plan: TilePlan, ops: _Operands, q_tile, k_tile) -> _Tile:
     """Slices out the (q_tile, k_tile) pair (both int scalars) and regenerates its dropout bits."""
     take = lambda x, i: lax.dynamic_index_in_dim(x, i, keepdims=False)
     query, query_ok = take(ops.query, q_tile), take(ops.query_ok, q_tile)
     key, value, key_ok = take(ops.key, k_tile), take(ops.value, k_tile), take(ops.key_ok, k_tile)
-    c2p_start, p2c_start = _window_starts(plan, q_tile, k_tile)
-    window = lambda t, start: None if t is None else lax.dynamic_slice_in_dim(t, start, plan.width)
-    query_index = q_tile * plan.block_q + jnp.arange(plan.block_q)
-    key_index = k_tile * plan.block_k + jnp.arange(plan.block_k)
+    i0, j0 = q_tile * plan.block_q, k_tile * plan.block_k
+    c2p_start, p2c_start = window_starts(plan, i0, j0)
+    window = lambda t, start: None if t is None else lax.dynamic_slice_in_dim(t, start, plan.window)
+    query_index = i0 + jnp.arange(plan.block_q)
+    key_index = j0 + jnp.arange(plan.block_k)
     keep = None
     if plan.rate > 0.0:
         heads, batch = query.shape[:2]
         keep = keep_mask(ops.seed, jnp.arange(batch)[:, None, None], jnp.arange(heads)[:, None, None, None],
-                         query_index[:, None], key_index, heads, plan.key_size, plan.rate)
+                         query_index[:, None], key_index, heads, plan.key_len, plan.rate)
     return _Tile(query, key, value, (query_ok[:, :, None] & key_ok[:, None, :])[None],
-                 jnp.where(key_index < plan.key_size, _MASKED, -jnp.inf).astype(_F32),
+                 jnp.where(key_index < plan.key_len, MASKED_SCORE, -jnp.inf).astype(_F32),
                  window(ops.c2p, c2p_start), window(ops.p2c, p2c_start), keep)
 
 
-def _scores(plan: _Plan, tile: _Tile) -> jnp.ndarray:
+def _scores(plan: TilePlan, tile: _Tile) -> jnp.ndarray:
     """Scaled, masked scores of one tile: fp32 [H, B, bq, bk]."""
     raw = jnp.einsum("hbqd,hbkd->hbqk", tile.query, tile.key, preferred_element_type=_F32)
     if tile.c2p is not None:
@@ -244,13 +159,6 @@ def _scores(plan: _Plan, tile: _Tile) -> jnp.ndarray:
         by_offset = jnp.einsum("hbkd,whd->hbkw", tile.key, tile.p2c, preferred_element_type=_F32)
         raw = raw + jnp.swapaxes(diagonal_skew(by_offset, plan.block_q), -1, -2)
     return jnp.where(tile.pair_ok, raw / plan.scale, tile.fill)
-
-
-def _dropped(plan: _Plan, probs: jnp.ndarray, tile: _Tile) -> jnp.ndarray:
-    """probs · keep / (1 - rate); probs unchanged without dropout."""
-    if tile.keep is None:
-        return probs
-    return jnp.where(tile.keep, probs / (1.0 - plan.rate), 0.0)
 
 
 def _score_grads(tile: _Tile, grad: jnp.ndarray):
@@ -267,11 +175,11 @@ def _score_grads(tile: _Tile, grad: jnp.ndarray):
     d_key = jnp.einsum("hbqk,hbqd->hbkd", grad.astype(dtype), tile.query, preferred_element_type=_F32)
     d_c2p = d_p2c = None
     if tile.c2p is not None:
-        by_offset = _diagonal_skew_transpose(grad).astype(dtype)
+        by_offset = diagonal_skew_transpose(grad).astype(dtype)
         d_query = d_query + jnp.einsum("hbqw,whd->hbqd", by_offset, tile.c2p, preferred_element_type=_F32)
         d_c2p = jnp.einsum("hbqw,hbqd->whd", by_offset, tile.query, preferred_element_type=_F32)
     if tile.p2c is not None:
-        by_offset = _diagonal_skew_transpose(jnp.swapaxes(grad, -1, -2)).astype(dtype)
+        by_offset = diagonal_skew_transpose(jnp.swapaxes(grad, -1, -2)).astype(dtype)
         d_key = d_key + jnp.einsum("hbkw,whd->hbkd", by_offset, tile.p2c, preferred_element_type=_F32)
         d_p2c = jnp.einsum("hbkw,hbkd->whd", by_offset, tile.key, preferred_element_type=_F32)
     return d_query, d_key, d_c2p, d_p2c
@@ -279,7 +187,7 @@ def _score_grads(tile: _Tile, grad: jnp.ndarray):
 
 # ------------------------------------------------------------------------------------ forward / backward
 
-def _forward(plan: _Plan, ops: _Operands):
+def _forward(plan: TilePlan, ops: _Operands):
     """Online softmax over key tiles, one query tile at a time.
 
     Returns:
@@ -294,16 +202,16 @@ def _forward(plan: _Plan, ops: _Operands):
             new_max = jnp.maximum(row_max, scores.max(axis=-1))
             rescale = jnp.exp(row_max - new_max)
             probs = jnp.exp(scores - new_max[..., None])
-            update = jnp.einsum("hbqk,hbkd->hbqd", _dropped(plan, probs, tile).astype(tile.value.dtype), tile.value,
-                                preferred_element_type=_F32)
+            weights = dropped(probs, tile.keep, plan.rate).astype(tile.value.dtype)
+            update = jnp.einsum("hbqk,hbkd->hbqd", weights, tile.value, preferred_element_type=_F32)
             return (new_max, rescale * row_sum + probs.sum(axis=-1), rescale[..., None] * acc + update), None
 
         stats = ops.query.shape[1:4]
         init = (jnp.full(stats, -jnp.inf, _F32), jnp.zeros(stats, _F32), jnp.zeros(ops.query.shape[1:], _F32))
-        (row_max, row_sum, acc), _ = lax.scan(step, init, jnp.arange(plan.nk))
+        (row_max, row_sum, acc), _ = lax.scan(step, init, jnp.arange(plan.k_tiles))
         return acc / row_sum[..., None], row_max, row_sum
 
-    return lax.map(query_tile, jnp.arange(plan.nq))
+    return lax.map(query_tile, jnp.arange(plan.q_tiles))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -314,7 +222,7 @@ def _fused(plan, query, key, value, c2p_table, p2c_table, query_mask, key_mask, 
 def _fused_fwd(plan, query, key, value, c2p_table, p2c_table, query_mask, key_mask, seed):
     ops = _operands(plan, query, key, value, c2p_table, p2c_table, query_mask, key_mask, seed)
     context, row_max, row_sum = _forward(plan, ops)
-    context = _from_tiles(context, plan.query_size).astype(value.dtype)
+    context = _from_tiles(context, plan.query_len).astype(value.dtype)
     # Max and sum stay apart instead of one logsumexp: in a fully masked row the max is the fp32 minimum, which
     # would swallow log(sum) and turn the uniform 1/K probabilities into ones.
     return context, (query, key, value, c2p_table, p2c_table, query_mask, key_mask, seed, context, row_max,
@@ -325,9 +233,9 @@ def _fused_bwd(plan, residuals, d_context):
     *inputs, context, row_max, row_sum = residuals
     query, key, value, c2p_table, p2c_table = inputs[:5]
     ops = _operands(plan, *inputs)
-    d_out = _to_tiles(d_context, plan.block_q, plan.nq)
+    d_out = _to_tiles(d_context, plan.block_q, plan.q_tiles)
     # Δ_i = Σ_j P_ij dP_ij = dO_i · O_i, dropout included, because O is built from the dropped probabilities.
-    delta = jnp.einsum("nhbqd,nhbqd->nhbq", d_out, _to_tiles(context, plan.block_q, plan.nq),
+    delta = jnp.einsum("nhbqd,nhbqd->nhbq", d_out, _to_tiles(context, plan.block_q, plan.q_tiles),
                        preferred_element_type=_F32)
     inv_sum = 1.0 / row_sum
 
@@ -339,14 +247,14 @@ def _fused_bwd(plan, residuals, d_context):
             d_query, d_c2p, d_p2c = carry
             tile = _tile(plan, ops, q_tile, k_tile)
             probs = jnp.exp(_scores(plan, tile) - max_q[..., None]) * inv_sum_q[..., None]
-            d_value_k = jnp.einsum("hbqk,hbqd->hbkd", _dropped(plan, probs, tile).astype(d_out_q.dtype), d_out_q,
-                                   preferred_element_type=_F32)
-            d_probs = _dropped(plan, jnp.einsum("hbqd,hbkd->hbqk", d_out_q, tile.value, preferred_element_type=_F32),
-                               tile)
+            weights = dropped(probs, tile.keep, plan.rate).astype(d_out_q.dtype)
+            d_value_k = jnp.einsum("hbqk,hbqd->hbkd", weights, d_out_q, preferred_element_type=_F32)
+            d_probs = dropped(jnp.einsum("hbqd,hbkd->hbqk", d_out_q, tile.value, preferred_element_type=_F32),
+                              tile.keep, plan.rate)
             # Disallowed pairs sit behind a `where` in the forward, so their raw scores get no gradient.
             d_raw = jnp.where(tile.pair_ok, probs * (d_probs - delta_q[..., None]), 0.0) / plan.scale
             d_query_k, d_key_k, d_c2p_w, d_p2c_w = _score_grads(tile, d_raw)
-            c2p_start, p2c_start = _window_starts(plan, q_tile, k_tile)
+            c2p_start, p2c_start = window_starts(plan, q_tile * plan.block_q, k_tile * plan.block_k)
             if d_c2p_w is not None:
                 d_c2p = _add_rows(d_c2p, d_c2p_w, c2p_start)
             if d_p2c_w is not None:
@@ -354,24 +262,24 @@ def _fused_bwd(plan, residuals, d_context):
             return (d_query + d_query_k, d_c2p, d_p2c), (d_key_k, d_value_k)
 
         init = (jnp.zeros(d_out_q.shape, _F32), d_c2p, d_p2c)
-        (d_query, d_c2p, d_p2c), (d_key_q, d_value_q) = lax.scan(step, init, jnp.arange(plan.nk))
+        (d_query, d_c2p, d_p2c), (d_key_q, d_value_q) = lax.scan(step, init, jnp.arange(plan.k_tiles))
         return (d_key + d_key_q, d_value + d_value_q, d_c2p, d_p2c), d_query
 
     zeros = lambda x: None if x is None else jnp.zeros(x.shape, _F32)
     init = (zeros(ops.key), zeros(ops.value), zeros(ops.c2p), zeros(ops.p2c))
     (d_key, d_value, d_c2p, d_p2c), d_query = lax.scan(
-        query_tile, init, (jnp.arange(plan.nq), d_out, delta, row_max, inv_sum))
+        query_tile, init, (jnp.arange(plan.q_tiles), d_out, delta, row_max, inv_sum))
 
     def table_grad(grad, table, descending):
         if table is None:
             return None
-        before = _table_pads(plan, descending)[0]
+        before = table_pads(plan, descending, plan.padded_offsets)[0]
         return grad[before: before + table.shape[0]].astype(table.dtype)
 
     # Masks and seed are not differentiable: None stands for their (float0) zero cotangents.
-    return (_from_tiles(d_query, plan.query_size).astype(query.dtype),
-            _from_tiles(d_key, plan.key_size).astype(key.dtype),
-            _from_tiles(d_value, plan.key_size).astype(value.dtype),
+    return (_from_tiles(d_query, plan.query_len).astype(query.dtype),
+            _from_tiles(d_key, plan.key_len).astype(key.dtype),
+            _from_tiles(d_value, plan.key_len).astype(value.dtype),
             table_grad(d_c2p, c2p_table, True), table_grad(d_p2c, p2c_table, False), None, None, None)
 
 

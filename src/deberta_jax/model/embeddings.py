@@ -8,7 +8,9 @@ import jax.numpy as jnp
 from deberta_jax.config import DebertaConfig
 from deberta_jax.model.layers import dense, embed, layer_norm
 
-SIFT_NORM_EPS = 1e-7  # microsoft/DeBERTa's SiFT normalises with this epsilon
+# Epsilon of the affine-free LayerNorm that embeddings go through before a perturbation is added (microsoft/DeBERTa's
+# SiFT normalises with it).
+PERTURBATION_NORM_EPS = 1e-7
 
 
 def normalize(x: jnp.ndarray, eps: float) -> jnp.ndarray:
@@ -82,7 +84,7 @@ class DebertaEmbeddings(nn.Module):
         if cfg.embed_dim != cfg.hidden_size:
             embeddings = self.embed_proj(embeddings)
         if perturbation is not None:
-            embeddings = normalize(embeddings, SIFT_NORM_EPS) + perturbation.astype(embeddings.dtype)
+            embeddings = normalize(embeddings, PERTURBATION_NORM_EPS) + perturbation.astype(embeddings.dtype)
         embeddings = self.LayerNorm(embeddings)
         embeddings = embeddings * token_mask[..., None].astype(embeddings.dtype)
         return self.dropout(embeddings, deterministic=deterministic)

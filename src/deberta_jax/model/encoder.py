@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
-import flax.linen as nn
-import jax
+from typing import Optional
 
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from deberta_jax.activations import ACTIVATIONS
 from deberta_jax.config import DebertaConfig
-from deberta_jax.model.activations import ACTIVATIONS
 from deberta_jax.model.attention import DisentangledSelfAttention
 from deberta_jax.model.layers import dense, embed, layer_norm
+
+
+@flax.struct.dataclass
+class LayerInputs:
+    """What an encoder layer receives besides its query: the enhanced mask decoder re-runs the last layer on it.
+
+    hidden_states: [B, N, hidden] (keys and values); attention_mask: [B, N] or [B, N, N];
+    rel_embeddings: [R, hidden] (LayerNorm'd where configured) or None without relative attention.
+    """
+
+    hidden_states: jnp.ndarray
+    attention_mask: jnp.ndarray
+    rel_embeddings: Optional[jnp.ndarray]
+
+
+def _last_of_stack(params):
+    """Stacked layer params [n, ...] -> the last layer's [...]. Init-time params are still boxed with their
+    logical axes (the stacked "layers" axis among them), so they are unboxed before the slice."""
+    return jax.tree_util.tree_map(lambda x: x[-1], nn.meta.unbox(params))
 
 
 class DenseResidualNorm(nn.Module):
@@ -115,7 +138,7 @@ class DebertaEncoder(nn.Module):
 
     With `scan_layers`, the layers run as one `nn.scan` whose parameters are stacked on a leading "layers" axis
     under `layers` (layer_0 stays apart when there is a conv branch), so compile time does not grow with depth.
-    `conversion.layer_stacking` converts between the two layouts.
+    `layer_stacking` converts between the two layouts.
     """
 
     config: DebertaConfig
@@ -129,6 +152,10 @@ class DebertaEncoder(nn.Module):
                            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=scanned_layer_count(cfg),
                            metadata_params={nn.PARTITION_NAME: "layers"})
             self.layers = scan(cfg)
+            # The last scanned layer alone (for `rerun_last_layer`): a plain layer in the scan's own scope that reads
+            # its slice of the stacked params, so the parameter tree is the scan's and nothing else.
+            self.last_scanned = nn.map_variables(block, "params", trans_in_fn=_last_of_stack)(cfg)
+            nn.share_scope(self.last_scanned, self.layers)
             self.layer = [block(cfg, name="layer_0")] if cfg.conv_kernel_size > 0 else []
         else:
             self.layer = [block(cfg, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
@@ -139,7 +166,7 @@ class DebertaEncoder(nn.Module):
         if cfg.conv_kernel_size > 0:
             self.conv = ConvLayer(cfg)
 
-    def relative_table(self):
+    def _relative_table(self):
         """The (LayerNorm'd) relative embedding table [R, hidden] every layer reads, or None."""
         cfg = self.config
         if not cfg.relative_attention:
@@ -149,19 +176,12 @@ class DebertaEncoder(nn.Module):
             table = self.LayerNorm(table)
         return table
 
-    def last_layer(self, hidden_states, attention_mask, rel_embeddings, query_states, deterministic: bool = True):
-        """Re-runs the last layer with its own parameters (the enhanced mask decoder's step), in either layout.
-
-        Returns [B, N, hidden].
-        """
-        if not self.config.scan_layers:
-            return self.layer[-1](hidden_states, attention_mask, rel_embeddings, query_states, deterministic)[0]
-        # The scanned parameters exist only stacked; slice out the last layer's and apply a plain layer to them.
-        params = jax.tree_util.tree_map(lambda x: x[-1], self.variables["params"]["layers"])
-        rngs = None if deterministic else {"dropout": self.make_rng("dropout")}
-        layer = DebertaLayer(self.config, parent=None)
-        out, _ = layer.apply({"params": params}, hidden_states, attention_mask, rel_embeddings, query_states,
-                             deterministic, rngs=rngs)
+    def rerun_last_layer(self, received: LayerInputs, query_states, deterministic: bool = True):
+        """The last layer once more, with its own parameters, on what it received (`__call__` returns that) but
+        querying with `query_states` [B, N, hidden]: the enhanced mask decoder's step. Returns [B, N, hidden]."""
+        layer = self.last_scanned if self.config.scan_layers else self.layer[-1]
+        out, _ = layer(received.hidden_states, received.attention_mask, received.rel_embeddings, query_states,
+                       deterministic)
         return out
 
     def __call__(self, embedding_output, attention_mask, token_mask, deterministic: bool = True):
@@ -170,9 +190,10 @@ class DebertaEncoder(nn.Module):
           embedding_output: [B, N, hidden]; attention_mask: [B, N] or [B, N, N]; token_mask: [B, N].
         Returns:
           (all hidden states: a tuple of num_hidden_layers + 1 arrays [B, N, hidden], the embeddings first;
-           attention probabilities: a tuple of fp32 [B, H, N, N] (None from fused attention), one per layer).
+           attention probabilities: a tuple of fp32 [B, H, N, N] (None from fused attention), one per layer;
+           the `LayerInputs` the last layer received).
         """
-        rel_embeddings = self.relative_table()
+        rel_embeddings = self._relative_table()
         hidden = embedding_output
         all_hidden, all_probs = [hidden], []
         for i, layer in enumerate(self.layer):
@@ -187,4 +208,4 @@ class DebertaEncoder(nn.Module):
             count = scanned_layer_count(self.config)
             all_hidden.extend(stacked_hidden[i] for i in range(count))
             all_probs.extend(None if stacked_probs is None else stacked_probs[i] for i in range(count))
-        return tuple(all_hidden), tuple(all_probs)
+        return tuple(all_hidden), tuple(all_probs), LayerInputs(all_hidden[-2], attention_mask, rel_embeddings)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from deberta_jax.activations import ACTIVATIONS
 from deberta_jax.config import DebertaConfig
-from deberta_jax.model.activations import ACTIVATIONS
 from deberta_jax.model.layers import dense, layer_norm
 
 

@@ -1,7 +1,7 @@
 """DeBERTa backbone and task models. Each is a linen module whose params mirror HF's state-dict layout.
 
 Call with `model.apply({"params": params}, input_ids, attention_mask=..., token_type_ids=..., deterministic=True)`
-(and `rngs={"dropout": key}` when deterministic=False).
+(and `rngs={"dropout": key}` when deterministic=False): every argument after `input_ids` is keyword-only.
 """
 
 from __future__ import annotations
@@ -10,24 +10,28 @@ from typing import Optional
 
 import flax.linen as nn
 import flax.struct
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from deberta_jax.config import FUSED_ATTENTION_IMPLS, DebertaConfig
 from deberta_jax.model.embeddings import DebertaEmbeddings
-from deberta_jax.model.encoder import DebertaEncoder
+from deberta_jax.model.encoder import DebertaEncoder, LayerInputs
 from deberta_jax.model.heads import ContextPooler, LegacyMLMHead, MLMPredictions
 from deberta_jax.model.layers import dense, expand_mask
 
 
 @flax.struct.dataclass
 class DebertaOutput:
-    """last_hidden_state [B, N, hidden]; hidden_states (embeddings first) and attentions when asked for;
-    logits for a head ([B, N, vocab] MLM, [B, labels] classification, [B, N, labels] token / QA, [B, C] choice);
-    start_logits / end_logits [B, N] for question answering."""
+    """last_hidden_state [B, N, hidden]; hidden_states (embeddings first), attentions and what the last encoder
+    layer received (`LayerInputs`) when asked for; logits for a head ([B, N, vocab] MLM, [B, labels]
+    classification, [B, N, labels] token / QA, [B, C] choice); start_logits / end_logits [B, N] for question
+    answering."""
 
     last_hidden_state: jnp.ndarray
     hidden_states: Optional[tuple] = None
     attentions: Optional[tuple] = None
+    last_layer_inputs: Optional[LayerInputs] = None
     logits: Optional[jnp.ndarray] = None
     start_logits: Optional[jnp.ndarray] = None
     end_logits: Optional[jnp.ndarray] = None
@@ -50,15 +54,23 @@ class DebertaModel(nn.Module):
         """Tied decoder: [..., embedding_size] -> [..., vocab]."""
         return self.embeddings.attend(hidden)
 
-    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                 inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
-                 output_attentions: bool = False, embedding_perturbation=None) -> DebertaOutput:
-        """
+    def rerun_last_layer(self, received: LayerInputs, query_states, deterministic: bool = True):
+        """The last encoder layer again on what it received, querying with `query_states` [B, N, hidden] (see
+        `DebertaEncoder.rerun_last_layer`). Returns [B, N, hidden]."""
+        return self.encoder.rerun_last_layer(received, query_states, deterministic)
+
+    def __call__(self, input_ids=None, *, attention_mask=None, token_type_ids=None, position_ids=None,
+                 inputs_embeds=None, embedding_perturbation=None, deterministic: bool = True,
+                 output_hidden_states: bool = False, output_attentions: bool = False,
+                 output_last_layer_inputs: bool = False) -> DebertaOutput:
+        """The backbone's inputs; every head takes them too, by keyword after `input_ids`.
+
         Args:
           input_ids: int [B, N]; or inputs_embeds [B, N, embedding_size] instead.
-          embedding_perturbation: [B, N, hidden] added to the normalised embeddings (SiFT), or None.
           attention_mask: [B, N] (1 = token) or [B, N, N] (query may see key); default all ones.
           token_type_ids, position_ids: int [B, N].
+          embedding_perturbation: [B, N, hidden] added to the normalised embeddings (SiFT), or None.
+          output_hidden_states, output_attentions, output_last_layer_inputs: fill those fields of the output.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
@@ -75,28 +87,25 @@ class DebertaModel(nn.Module):
         _, token_mask = expand_mask(attention_mask)
         embedded = self.embeddings(input_ids, token_mask, token_type_ids, position_ids, inputs_embeds,
                                    deterministic=deterministic, perturbation=embedding_perturbation)
-        hidden, probs = self.encoder(embedded, attention_mask, token_mask, deterministic=deterministic)
+        hidden, probs, received = self.encoder(embedded, attention_mask, token_mask, deterministic=deterministic)
         return DebertaOutput(
             last_hidden_state=hidden[-1],
             hidden_states=hidden if output_hidden_states else None,
             attentions=probs if output_attentions else None,
+            last_layer_inputs=received if output_last_layer_inputs else None,
         )
 
 
 class _WithBackbone(nn.Module):
     """Shared wiring: runs the `deberta` backbone, then the subclass's `head` on its output.
 
-    Call arguments are the backbone's (see `DebertaModel.__call__`); extra keyword arguments go to `head`.
+    Call arguments are the backbone's: `input_ids`, then keywords (see `DebertaModel.__call__`).
     """
 
     config: DebertaConfig
 
-    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                 inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
-                 output_attentions: bool = False, embedding_perturbation=None, **head_kwargs) -> DebertaOutput:
-        out = self.deberta(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                           deterministic, output_hidden_states, output_attentions, embedding_perturbation)
-        return self.head(out, deterministic, **head_kwargs)
+    def __call__(self, input_ids=None, *, deterministic: bool = True, **backbone_kwargs) -> DebertaOutput:
+        return self.head(self.deberta(input_ids, deterministic=deterministic, **backbone_kwargs), deterministic)
 
     def head(self, out: DebertaOutput, deterministic: bool) -> DebertaOutput:
         raise NotImplementedError
@@ -119,6 +128,11 @@ class DebertaForMaskedLM(_WithBackbone):
         """[..., hidden] -> [..., vocab]; callers pass only the positions they score."""
         head = self.cls if self.config.legacy else self.lm_predictions
         return head(hidden, self.deberta.attend)
+
+    def __call__(self, input_ids=None, *, masked_positions=None, deterministic: bool = True,
+                 **backbone_kwargs) -> DebertaOutput:
+        out = self.deberta(input_ids, deterministic=deterministic, **backbone_kwargs)
+        return self.head(out, deterministic, masked_positions)
 
     def head(self, out, deterministic, masked_positions=None):
         hidden = out.last_hidden_state
@@ -174,23 +188,23 @@ class DebertaForQuestionAnswering(_WithBackbone):
 
 
 class DebertaForMultipleChoice(DebertaForSequenceClassification):
-    """Inputs [B, C, N]; each choice is pooled and scored with one logit; logits [B, C]."""
+    """Inputs [B, C, N] (every array argument carries the choice axis); each choice is pooled and scored with one
+    logit; logits [B, C]."""
 
     @property
     def num_outputs(self) -> int:
         return 1
 
-    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                 inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
-                 output_attentions: bool = False, embedding_perturbation=None) -> DebertaOutput:
-        ref = input_ids if input_ids is not None else inputs_embeds
+    def __call__(self, input_ids=None, **backbone_kwargs) -> DebertaOutput:
+        ref = input_ids if input_ids is not None else backbone_kwargs.get("inputs_embeds")
         if ref is None or ref.ndim < 3:
             raise ValueError("multiple choice inputs must be [batch, choices, seq]")
         batch, choices = ref.shape[:2]
-        flat = lambda x: None if x is None else x.reshape((batch * choices,) + x.shape[2:])
-        out = super().__call__(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
-                               flat(inputs_embeds), deterministic, output_hidden_states, output_attentions,
-                               flat(embedding_perturbation))
+
+        def flat(x):  # arrays lose the choice axis; flags and None pass through
+            return x.reshape((batch * choices,) + x.shape[2:]) if isinstance(x, (jax.Array, np.ndarray)) else x
+
+        out = super().__call__(flat(input_ids), **{k: flat(v) for k, v in backbone_kwargs.items()})
         return out.replace(logits=out.logits.reshape(batch, choices))
 
 
@@ -241,7 +255,5 @@ def init_params(model: nn.Module, rng, seq_len: int = 8):
 
 def abstract_params(model: nn.Module, seq_len: int = 8):
     """ShapeDtypeStructs of the params, computed without allocating them."""
-    import jax
-
     head = head_of(model)
     return nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy_inputs(head, seq_len)))["params"])

@@ -41,48 +41,21 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
+from deberta_jax.model.attention_tiles import MASKED_SCORE, TilePlan, dropped, pad_axis, pad_table, window_starts
 from deberta_jax.model.counter_dropout import keep_mask
 
 _F32 = jnp.float32
-_MASKED = float(jnp.finfo(_F32).min)
 # Rows per table chunk: the smallest matmul side Triton's tensor-core dot accepts; it bounds the one-hot cube.
 _CHUNK = 16
 
 
 @dataclasses.dataclass(frozen=True)
-class _Plan:
-    """Static sizes and options shared by the kernels."""
+class _Plan(TilePlan):
+    """The shared plan plus how the kernels are lowered."""
 
-    batch: int
-    heads: int
-    head_dim: int
-    query_len: int
-    key_len: int
-    block_q: int
-    block_k: int
-    scale: float
-    rate: float
-    has_c2p: bool
-    has_p2c: bool
-    interpret: bool
+    interpret: bool = False
     # Set for the Triton lowering, whose threads need an explicit barrier to see each other's global writes.
     on_triton: bool = False
-
-    @property
-    def q_tiles(self) -> int:
-        return -(-self.query_len // self.block_q)
-
-    @property
-    def k_tiles(self) -> int:
-        return -(-self.key_len // self.block_k)
-
-    @property
-    def q_pad(self) -> int:
-        return self.q_tiles * self.block_q
-
-    @property
-    def k_pad(self) -> int:
-        return self.k_tiles * self.block_k
 
     @property
     def window_chunks(self) -> int:
@@ -91,7 +64,7 @@ class _Plan:
 
     @property
     def table_rows(self) -> int:
-        """Padded table length: every window of every tile lies inside it."""
+        """Padded table length: one row beyond `padded_offsets`, so that every window of whole chunks lies inside."""
         return self.q_pad + self.k_pad
 
 
@@ -142,11 +115,12 @@ def _tile(p: _Plan, c2p_ref, p2c_ref, q, k, query_mask, key_mask, i0, j0):
       scores fp32 [bq, bk] with masked pairs at finfo.min; pair bool [bq, bk] (both unmasked); real bool
       [1, bk] (key inside the unpadded length); the c2p and p2c windows (lists of [C, D], empty if unused).
     """
-    c2p = [] if c2p_ref is None else _load_window(p, c2p_ref, p.q_pad - p.block_q - i0 + j0)
-    p2c = [] if p2c_ref is None else _load_window(p, p2c_ref, p.k_pad - p.block_k + i0 - j0)
+    c2p_start, p2c_start = window_starts(p, i0, j0)
+    c2p = [] if c2p_ref is None else _load_window(p, c2p_ref, c2p_start)
+    p2c = [] if p2c_ref is None else _load_window(p, p2c_ref, p2c_start)
     pair = query_mask[:, None] & key_mask[None, :]
     real = (j0 + jnp.arange(p.block_k))[None, :] < p.key_len
-    scores = jnp.where(pair, _tile_scores(p, q, k, c2p, p2c), _MASKED)
+    scores = jnp.where(pair, _tile_scores(p, q, k, c2p, p2c), MASKED_SCORE)
     return scores, pair, real, c2p, p2c
 
 
@@ -164,11 +138,6 @@ def _dropout_bits(p: _Plan, seed_ref, head):
         return keep_mask(seed_ref[0], batch, head, rows, cols, p.heads, p.key_len, p.rate)
 
     return keep
-
-
-def _dropped(p: _Plan, weights, keep):
-    """weights * keep / (1 - rate), or weights without dropout."""
-    return weights if keep is None else jnp.where(keep, weights / (1.0 - p.rate), 0.0)
 
 
 def _write_chunks(strip_ref, first_chunk, chunks, accumulate):
@@ -238,7 +207,7 @@ def _forward_kernel(p: _Plan, q_ref, k_ref, v_ref, qm_ref, km_ref, *refs):
         # Padded keys contribute nothing, not even to a fully masked row (which stays uniform over real keys).
         e = jnp.where(real, jnp.exp(s - m_new[:, None]), 0.0)
         l = correction * l + jnp.sum(e, axis=1)
-        e = _dropped(p, e, keep_bits(batch, i0, j0))
+        e = dropped(e, keep_bits(batch, i0, j0), p.rate)
         acc = correction[:, None] * acc + _dot(e.astype(v.dtype), v)
         return acc, m_new, l
 
@@ -253,7 +222,7 @@ def _forward_kernel(p: _Plan, q_ref, k_ref, v_ref, qm_ref, km_ref, *refs):
 def _tile_grads(p: _Plan, s, pair, real, m, logl, do, v, delta, keep):
     """Recomputed probabilities [bq, bk] (before dropout) and dScores w.r.t. the unscaled sum of terms [bq, bk]."""
     probs = jnp.where(real, jnp.exp(s - m[:, None] - logl[:, None]), 0.0)
-    dp = _dropped(p, _dot(do, v, (1, 1)), keep)
+    dp = dropped(_dot(do, v, (1, 1)), keep, p.rate)
     # Masked pairs get no gradient (the score was replaced by a constant), fully masked rows included.
     ds = jnp.where(pair, probs * (dp - delta[:, None]), 0.0) / p.scale
     return probs, ds
@@ -325,7 +294,7 @@ def _dkv_kernel(p: _Plan, q_ref, k_ref, v_ref, qm_ref, km_ref, do_ref, m_ref, lo
             keep = keep_bits(b, i0, j0)
             probs, ds = _tile_grads(p, s, pair, real, m_ref[b, rows], logl_ref[b, rows], do, v, delta_ref[b, rows],
                                     keep)
-            dv = dv + _dot(_dropped(p, probs, keep).astype(do.dtype), do, (0, 0))
+            dv = dv + _dot(dropped(probs, keep, p.rate).astype(do.dtype), do, (0, 0))
             dk = dk + _dot(ds.astype(q.dtype), q, (0, 0))
             if p2c:
                 window_grads = []
@@ -443,21 +412,13 @@ def _dkv_call(p: _Plan, q, k, v, qm, km, c2p, p2c, seed, do, m, logl, delta):
                 out_shape, (q, k, v, qm, km, do, m, logl, delta, *extra))
 
 
-def _pad_axis(x, axis: int, before: int, after: int):
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (before, after)
-    return jnp.pad(x, widths)
-
-
 def _pad_operands(p: _Plan, query, key, value, c2p, p2c, query_mask, key_mask):
     """Pads sequences to whole tiles (masks with False) and tables to `table_rows`, keeping row <-> offset:
     the descending c2p table gains Qp - Q rows in front, the ascending p2c table Kp - K."""
     dq, dk = p.q_pad - p.query_len, p.k_pad - p.key_len
-    rows = p.query_len + p.key_len - 1
-    return (_pad_axis(query, 1, 0, dq), _pad_axis(key, 1, 0, dk), _pad_axis(value, 1, 0, dk),
-            _pad_axis(query_mask.astype(jnp.int32), 1, 0, dq), _pad_axis(key_mask.astype(jnp.int32), 1, 0, dk),
-            None if c2p is None else _pad_axis(c2p, 0, dq, p.table_rows - dq - rows),
-            None if p2c is None else _pad_axis(p2c, 0, dk, p.table_rows - dk - rows))
+    return (pad_axis(query, 1, 0, dq), pad_axis(key, 1, 0, dk), pad_axis(value, 1, 0, dk),
+            pad_axis(query_mask.astype(jnp.int32), 1, 0, dq), pad_axis(key_mask.astype(jnp.int32), 1, 0, dk),
+            pad_table(c2p, p, True, p.table_rows), pad_table(p2c, p, False, p.table_rows))
 
 
 def _fold_strips(strips, starts, rows: int):
@@ -490,7 +451,7 @@ def _attention_fwd(p: _Plan, query, key, value, c2p, p2c, query_mask, key_mask, 
 
 def _attention_bwd(p: _Plan, residuals, d_out):
     (q, k, v, qm, km, c2p, p2c), seed, out, m, logl = residuals
-    do = _pad_axis(d_out, 1, 0, p.q_pad - p.query_len)
+    do = pad_axis(d_out, 1, 0, p.q_pad - p.query_len)
     # delta_i = sum_j P_ij dP_ij = dO_i · O_i (dropout included, since O already holds the dropped weights).
     delta = jnp.einsum("bqhd,bqhd->bhq", do.astype(_F32), out.astype(_F32))
     operands = (q, k, v, qm, km, c2p, p2c, seed, do, m, logl, delta)
@@ -539,30 +500,16 @@ def pallas_attention(query, key, value, c2p_table, p2c_table, query_mask, key_ma
     Returns:
       context [B, Q, H, D] in value.dtype.
     """
-    batch, query_len, heads, head_dim = query.shape
-    key_len = key.shape[1]
-    if key.shape != value.shape or key.shape[::2] != (batch, heads) or key.shape[3] != head_dim:
-        raise ValueError(f"query {query.shape}, key {key.shape} and value {value.shape} do not match")
     if not query.dtype == key.dtype == value.dtype:
         raise ValueError(f"query, key and value need one dtype; got {query.dtype}, {key.dtype}, {value.dtype}")
-    for name, size in (("block_q", block_q), ("block_k", block_k), ("head_dim", head_dim)):
+    for name, size in (("block_q", block_q), ("block_k", block_k), ("head_dim", query.shape[-1])):
         if not _is_tile_size(size):
             raise ValueError(f"{name} must be a power of two >= {_CHUNK}; got {size}")
-    table_shape = (query_len + key_len - 1, heads, head_dim)
-    for name, table in (("c2p_table", c2p_table), ("p2c_table", p2c_table)):
-        if table is not None and table.shape != table_shape:
-            raise ValueError(f"{name} must have shape {table_shape}; got {table.shape}")
-    if query_mask.shape != (batch, query_len) or key_mask.shape != (batch, key_len):
-        raise ValueError(f"masks must be [B, Q] and [B, K]; got {query_mask.shape} and {key_mask.shape}")
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1); got {dropout_rate}")
-    if dropout_rate > 0 and dropout_seed is None:
-        raise ValueError("dropout_rate > 0 needs a dropout_seed")
     if interpret is None:
         interpret = jax.default_backend() == "cpu"
-    plan = _Plan(batch=batch, heads=heads, head_dim=head_dim, query_len=query_len, key_len=key_len,
-                 block_q=block_q, block_k=block_k, scale=float(scale), rate=float(dropout_rate),
-                 has_c2p=c2p_table is not None, has_p2c=p2c_table is not None, interpret=bool(interpret))
+    plan = _Plan.checked(query, key, value, c2p_table, p2c_table, query_mask, key_mask, scale=scale, block_q=block_q,
+                         block_k=block_k, dropout_rate=dropout_rate, dropout_seed=dropout_seed,
+                         interpret=bool(interpret))
     # The kernels' matmuls take one operand dtype; the cast outside the custom VJP carries the gradient back.
     cast = lambda t: None if t is None else t.astype(query.dtype)
     seed = jnp.asarray(dropout_seed, jnp.uint32).reshape(1) if dropout_rate > 0 else None

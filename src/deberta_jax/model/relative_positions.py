@@ -63,7 +63,7 @@ def relative_offset_rows(query_size: int, key_size: int, span: int, bucket_size:
     """Relative-table row for each offset d = i - j, in ascending order d = -(key_size - 1) ... query_size - 1.
 
     Every pair index depends on the offset alone: `relative_embedding_index(...)[i, j] == rows[i - j + key_size - 1]`.
-    Expanding a projected table by these rows once (`attention.expand_to_offsets`, no batch axis) turns c2p/p2c
+    Expanding a projected table by these rows once (`relative_scores.expand_to_offsets`, no batch axis) turns c2p/p2c
     into dense per-offset scores that `diagonal_skew` shifts into place without a gather.
 
     Returns:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from deberta_jax.model.encoder import LayerInputs
 from deberta_jax.model.layers import embed
 from deberta_jax.model.modeling import DebertaForMaskedLM
 
@@ -32,40 +33,33 @@ class DebertaForMLMPretraining(DebertaForMaskedLM):
             self.emd_position_embeddings = embed(cfg, cfg.max_position_embeddings, cfg.hidden_size,
                                                  ("position", "embed"))
 
-    def enhanced_mask_decoder(self, last_layer_input, attention_mask, unchanged=None, deterministic=True):
+    def enhanced_mask_decoder(self, received: LayerInputs, unchanged=None, deterministic=True):
         """
         Args:
-          last_layer_input: [B, N, hidden], the hidden states entering the last encoder layer.
-          attention_mask: [B, N] or [B, N, N]; unchanged: bool [B, N] or None.
+          received: what the last encoder layer received (its hidden states become keys and values).
+          unchanged: bool [B, N] or None.
         Returns:
           [B, N, hidden] decoder output.
         """
+        last_layer_input = received.hidden_states
         seq_len = last_layer_input.shape[1]
         if seq_len > self.config.max_position_embeddings:
             raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings="
                              f"{self.config.max_position_embeddings} of the EMD position table")
-        encoder = self.deberta.encoder
-        rel_embeddings = encoder.relative_table()
         positions = self.emd_position_embeddings(jnp.arange(seq_len))[None].astype(last_layer_input.dtype)
         query = last_layer_input + positions
         if self.emd_position_only_for_unchanged and unchanged is not None:
             query = jnp.where(unchanged[..., None], positions, query)
         for _ in range(self.emd_steps):
-            query = encoder.last_layer(last_layer_input, attention_mask, rel_embeddings, query, deterministic)
+            query = self.deberta.rerun_last_layer(received, query, deterministic)
         return query
 
-    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                 inputs_embeds=None, deterministic: bool = True, output_hidden_states: bool = False,
-                 output_attentions: bool = False, masked_positions=None, unchanged=None):
+    def __call__(self, input_ids=None, *, masked_positions=None, unchanged=None, deterministic: bool = True,
+                 **backbone_kwargs):
         """As DebertaForMaskedLM; `unchanged` (bool [B, N]) marks selected tokens left as they were."""
-        if attention_mask is None:
-            shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
-            attention_mask = jnp.ones(shape, jnp.int32)
-        out = self.deberta(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, deterministic,
-                           self.emd_steps > 0 or output_hidden_states, output_attentions)
-        hidden = out.last_hidden_state
-        if self.emd_steps > 0:
-            hidden = self.enhanced_mask_decoder(out.hidden_states[-2], attention_mask, unchanged, deterministic)
-            if not output_hidden_states:
-                out = out.replace(hidden_states=None)
-        return self.head(out.replace(last_hidden_state=hidden), deterministic, masked_positions)
+        decode = self.emd_steps > 0
+        out = self.deberta(input_ids, deterministic=deterministic, output_last_layer_inputs=decode, **backbone_kwargs)
+        if decode:
+            hidden = self.enhanced_mask_decoder(out.last_layer_inputs, unchanged, deterministic)
+            out = out.replace(last_hidden_state=hidden, last_layer_inputs=None)
+        return self.head(out, deterministic, masked_positions)

@@ -15,7 +15,7 @@ from deberta_jax.pretraining.rtd import ReplacedTokenDetection
 
 def mlm_loss_fn(model: DebertaForMLMPretraining):
     def loss_fn(params, batch, rng):
-        out = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+        out = model.apply({"params": params}, batch["input_ids"], attention_mask=batch["attention_mask"],
                           deterministic=False, masked_positions=batch["masked_positions"],
                           unchanged=batch.get("unchanged"), rngs={"dropout": rng})
         loss, accuracy = masked_lm_loss(out.logits, batch["masked_labels"], batch["masked_weights"])

@@ -13,8 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deberta_jax.activations import ACTIVATIONS
 from deberta_jax.config import DebertaConfig
-from deberta_jax.model.activations import ACTIVATIONS
 from deberta_jax.model.layers import dense, layer_norm
 from deberta_jax.model.modeling import DebertaForMaskedLM, DebertaModel
 
@@ -75,17 +75,18 @@ class ReplacedTokenDetection(nn.Module):
     def generator_logits(self, input_ids, attention_mask, masked_positions, token_type_ids=None,
                          deterministic: bool = True):
         """MLM logits [B, M, vocab] at the masked positions."""
-        return self.generator(input_ids, attention_mask, token_type_ids, deterministic=deterministic,
-                              masked_positions=masked_positions).logits
+        return self.generator(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                              deterministic=deterministic, masked_positions=masked_positions).logits
 
     def discriminator_logits(self, input_ids, attention_mask, token_type_ids=None, deterministic: bool = True):
         """Replaced-token logits [B, N] (positive = replaced)."""
         table = self.discriminator_word_table()
         if table is None:
-            out = self.discriminator(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+            out = self.discriminator(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                     deterministic=deterministic)
         else:
             embeds = jnp.take(table, input_ids, axis=0).astype(self.discriminator_config.compute_dtype)
-            out = self.discriminator(None, attention_mask, token_type_ids, inputs_embeds=embeds,
+            out = self.discriminator(attention_mask=attention_mask, token_type_ids=token_type_ids, inputs_embeds=embeds,
                                      deterministic=deterministic)
         return self.rtd_head(out.last_hidden_state)
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from deberta_jax.config_tree import Section
-from deberta_jax.conversion.layer_stacking import is_stacked
+from deberta_jax.model.layer_stacking import is_stacked
 
 
 @dataclasses.dataclass(frozen=True)
