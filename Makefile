@@ -1,5 +1,5 @@
 # Two entry points on a fresh machine: `make demo` (the main job) and `make test`. `make test-fast` is the quick
-# tier: the tests not marked slow (markers in setup.cfg), under 3 minutes on 2 cores. `make parity` checks a
+# tier: the tests not marked slow (markers in setup.cfg), about 3 minutes on 2 cores. `make parity` checks a
 # converted checkpoint against PyTorch, `make notebooks` re-executes notebooks/ and saves their outputs, and
 # `make bench` times deberta-jax against transformers and keras-hub (experiments/bench/README.md).
 # Both create .venv from the pinned requirements on first use.

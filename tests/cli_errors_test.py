@@ -97,6 +97,7 @@ def test_debug_adds_the_traceback(debug, tmp_path, monkeypatch, capsys):
     assert err.splitlines()[-1].startswith("deberta-jax: error: ")
 
 
+@pytest.mark.subprocess
 def test_a_real_process_prints_one_line_and_exits_2(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DEBERTA_JAX_DEBUG"}
     env["PYTHONPATH"] = os.pathsep.join([os.path.join(os.path.dirname(__file__), "..", "src"),
