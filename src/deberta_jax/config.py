@@ -187,10 +187,12 @@ class DebertaConfig(Section):
 
     @property
     def compute_dtype(self):
+        """`dtype` as a jnp dtype: what activations are computed in."""
         return jnp.dtype(self.dtype)
 
     @property
-    def params_dtype(self):
+    def storage_dtype(self):
+        """`param_dtype` as a jnp dtype: what parameters are stored in."""
         return jnp.dtype(self.param_dtype)
 
     def replace(self, **changes: Any) -> "DebertaConfig":

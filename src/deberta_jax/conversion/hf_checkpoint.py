@@ -113,7 +113,7 @@ def state_dict_to_params(state: dict[str, np.ndarray], model: nn.Module, *, igno
                 continue
             raise ValueError(f"checkpoint key {key!r} has shape {tuple(value.shape)}, but the model "
                              f"(param {'/'.join(path)}) expects {expected_shape}")
-        flat[path] = swap_layout(path, value).astype(config.params_dtype)
+        flat[path] = swap_layout(path, value).astype(config.storage_dtype)
     unexpected = sorted(k for k in state if k not in used and not _TIED_OR_BUFFER.match(k))
     if missing or mismatched:
         fresh = flatten_dict(init_params(model, jax.random.PRNGKey(seed)))

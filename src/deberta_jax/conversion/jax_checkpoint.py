@@ -44,7 +44,7 @@ def load_checkpoint(path: str | os.PathLike, **config_overrides):
     head = read_json(meta_file)["head"]
     config = DebertaConfig.from_json_file(os.path.join(path, "config.json"), **config_overrides)
     model = build_model(config, head)
-    target = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, config.params_dtype),
+    target = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, config.storage_dtype),
                                     abstract_params(model))
     with ocp.StandardCheckpointer() as checkpointer:
         params = checkpointer.restore(os.path.join(path, "params"), target)

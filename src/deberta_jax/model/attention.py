@@ -151,8 +151,8 @@ class DisentangledSelfAttention(nn.Module):
         if cfg.is_v1:
             self.in_proj = dense(cfg, 3 * inner, ("embed", "qkv"), use_bias=False)
             zeros = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("qkv",))
-            self.q_bias = self.param("q_bias", zeros, (inner,), cfg.params_dtype)
-            self.v_bias = self.param("v_bias", zeros, (inner,), cfg.params_dtype)
+            self.q_bias = self.param("q_bias", zeros, (inner,), cfg.storage_dtype)
+            self.v_bias = self.param("v_bias", zeros, (inner,), cfg.storage_dtype)
             if cfg.relative_attention and "c2p" in terms:
                 self.pos_proj = dense(cfg, inner, ("embed", "qkv"), use_bias=False)
             if cfg.relative_attention and "p2c" in terms:

@@ -108,7 +108,7 @@ class ConvLayer(nn.Module):
         k = cfg.conv_kernel_size
         conv = nn.Conv(
             cfg.hidden_size, kernel_size=(k,), padding=[((k - 1) // 2, (k - 1) // 2)],
-            feature_group_count=cfg.conv_groups, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
+            feature_group_count=cfg.conv_groups, dtype=cfg.compute_dtype, param_dtype=cfg.storage_dtype,
             kernel_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range),
                                                      ("conv_width", "conv_in", "embed")),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),

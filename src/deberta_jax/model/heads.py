@@ -13,7 +13,7 @@ from deberta_jax.model.layers import dense, layer_norm
 def _vocab_bias(module: nn.Module, config: DebertaConfig) -> jnp.ndarray:
     """The output-only bias per vocabulary entry (call from `setup`)."""
     init = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab",))
-    return module.param("bias", init, (config.vocab_size,), config.params_dtype)
+    return module.param("bias", init, (config.vocab_size,), config.storage_dtype)
 
 
 class PredictionTransform(nn.Module):

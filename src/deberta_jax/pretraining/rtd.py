@@ -61,7 +61,7 @@ class ReplacedTokenDetection(nn.Module):
         if self.sharing == "gdes":
             init = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab", "embed_in"))
             self.embedding_delta = self.param("embedding_delta", init, (disc.vocab_size, disc.embed_dim),
-                                              disc.params_dtype)
+                                              disc.storage_dtype)
 
     def discriminator_word_table(self):
         """[vocab, embedding_size] table the discriminator reads, or None when it owns one (nes)."""
