@@ -54,6 +54,12 @@ def test_stop_and_resume_gives_the_same_losses(corpus, tokenizer_dir, tmp_path):
     assert first["stopped_at"] == 3 and first["exported"] == []
     with pytest.raises(FileExistsError):
         pretrain(cfg, str(tmp_path / "resumed"), progress=False)
+    recorded = (tmp_path / "resumed" / "config.json").read_text()
+    with pytest.raises(ValueError):  # checkpoints of another model width: nothing restores, nothing is touched
+        pretrain(_config(corpus, tokenizer_dir, "model.overrides.hidden_size=64"), str(tmp_path / "resumed"),
+                 resume=True, progress=False)
+    assert (tmp_path / "resumed" / "config.json").read_text() == recorded
+    assert not (tmp_path / "resumed" / "checkpoints-unreadable").exists()
     second = pretrain(cfg, str(tmp_path / "resumed"), resume=True, progress=False)
     assert second["resumed_from"] == 3
     expected = [row["loss"] for row in straight["history"]]

@@ -83,3 +83,20 @@ def test_resumed_run_logs_each_step_once_and_keeps_every_evaluation(tmp_path):
     np.testing.assert_array_equal(resumed.params["w"], straight.params["w"])
     # w after step 4 is 10: the best score (0) is there, in both runs, and the best params are step 4's.
     assert straight_ckpt.best == resumed_ckpt.best == {"score": 0.0, "step": 4}
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    batches = [float(i) for i in range(1, 9)]
+    config = LoopConfig(log_every=1, checkpoint_every=2, keep_checkpoints=2)
+    straight, _, _ = _run(tmp_path / "a", batches, end=8, total=8, config=config)
+    _run(tmp_path / "b", batches, end=5, total=8, config=config)  # keeps steps 4 and 5
+    for path in (tmp_path / "b" / "checkpoints" / "5").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"\0garbage")  # a disk fault in every file of the newest checkpoint
+    with caplog.at_level("WARNING"):
+        resumed, _, checkpoints = _run(tmp_path / "b", batches, end=8, total=8, config=config, resume=True)
+    assert "checkpoint of step 5" in caplog.text and "unreadable" in caplog.text
+    assert (tmp_path / "b" / "checkpoints-unreadable" / "5").is_dir()
+    np.testing.assert_array_equal(resumed.params["w"], straight.params["w"])  # steps 5..8 redone from step 4
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert steps == list(range(1, 9))

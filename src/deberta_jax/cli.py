@@ -191,12 +191,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         debug = debug or args.debug
+        _quiet_background_errors(not debug)
         return args.func(args)
     except KeyboardInterrupt:
         return _report("interrupted", EXIT_INTERRUPTED, debug)
     except Exception as error:  # every error ends here, as one line
         usage = isinstance(error, (UsageError, ConfigError))
         return _report(_one_line(error), EXIT_USAGE_ERROR if usage else EXIT_RUNTIME_ERROR, debug)
+
+
+def _drop_errors(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.ERROR
+
+
+def _quiet_background_errors(quiet: bool) -> None:
+    """Without --debug, orbax's worker threads do not log their own tracebacks of a failed save (hundreds of lines):
+    the failure reaches the command, which reports it in one line."""
+    absl = logging.getLogger("absl")
+    if quiet:
+        absl.addFilter(_drop_errors)  # a no-op when already added
+    else:
+        absl.removeFilter(_drop_errors)
 
 
 def _one_line(error: Exception) -> str:
@@ -215,5 +230,18 @@ def _report(message: str, status: int, debug: bool) -> int:
     return status
 
 
+def entry_point() -> None:
+    """The `deberta-jax` command: main(), then an exit that cannot hang. After a failed checkpoint save, orbax's
+    worker threads may still wait on the write; the interpreter would join them for ever at shutdown, so a failed
+    command ends the process here."""
+    status = main()
+    if status != 0:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

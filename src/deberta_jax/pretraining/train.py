@@ -35,7 +35,7 @@ from deberta_jax.training.checkpointing import TrainCheckpointer, check_resume
 from deberta_jax.training.loop import run_loop
 from deberta_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from deberta_jax.training.progress import ProgressLogger
-from deberta_jax.training.records import write_json
+from deberta_jax.training.records import write_config, write_json
 from deberta_jax.training.throughput import compiled_flops, measure_matmul_peak
 from deberta_jax.training.train_step import create_train_state, make_train_step
 
@@ -165,8 +165,6 @@ def pretrain(cfg: PretrainConfig, workdir: str, resume: bool = False, progress: 
     os.makedirs(workdir, exist_ok=True)
     checkpoints = TrainCheckpointer(os.path.join(workdir, "checkpoints"), keep=cfg.loop.keep_checkpoints)
     check_resume(workdir, checkpoints, resume)
-    if jax.process_index() == 0:
-        write_json(os.path.join(workdir, "config.json"), cfg.to_dict())
 
     tokenizer = load_tokenizer(cfg, workdir)
     dataset = PackedSequences(load_tokens(cfg, tokenizer, workdir), cfg.data.seq_len, tokenizer.cls_id,
@@ -193,6 +191,8 @@ def pretrain(cfg: PretrainConfig, workdir: str, resume: bool = False, progress: 
     first = batches.global_batch(start)
     t0 = time.perf_counter()
     train_step = train_step.lower(state, first).compile()  # compiled once; its FLOP count feeds the MFU figure
+    if jax.process_index() == 0:  # only now: a resume that fails above leaves the run's record as it was
+        write_config(os.path.join(workdir, "config.json"), cfg.to_dict())
     compile_seconds = time.perf_counter() - t0
     flops = compiled_flops(train_step)
     peak = measure_matmul_peak(jnp.dtype(cfg.model.dtype))
