@@ -34,5 +34,6 @@ def test_a_failed_save_ends_the_command_in_one_line(tmp_path):
         process.kill()
     assert time.monotonic() - started < 60
     assert process.returncode == 1, stderr[-2000:]
-    assert stderr.splitlines()[-1].startswith(f"deberta-jax: error: could not write a checkpoint in {checkpoints}")
+    errors = [line for line in stderr.splitlines() if line.startswith("deberta-jax: error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"deberta-jax: error: could not write a checkpoint in {checkpoints}")
     assert "Traceback" not in stderr and "ERROR" not in stderr

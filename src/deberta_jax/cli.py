@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
 
@@ -233,7 +234,14 @@ def _report(message: str, status: int, debug: bool) -> int:
 def entry_point() -> None:
     """The `deberta-jax` command: main(), then an exit that cannot hang. After a failed checkpoint save, orbax's
     worker threads may still wait on the write; the interpreter would join them for ever at shutdown, so a failed
-    command ends the process here."""
+    command ends the process here. Without --debug, errors that Python would print from worker threads or from
+    objects collected after the failure (orbax's event loops, closed mid-write) are one line or nothing: the
+    command's own error line says what failed."""
+    if not ("--debug" in sys.argv[1:] or os.environ.get("DEBERTA_JAX_DEBUG", "") not in ("", "0")):
+        sys.unraisablehook = lambda unraisable: None
+        threading.excepthook = lambda hook: print(
+            f"{PROG}: warning: thread {hook.thread.name if hook.thread else '?'} failed: "
+            f"{' '.join(str(hook.exc_value).split())[:300]}", file=sys.stderr)
     status = main()
     if status != 0:
         sys.stdout.flush()
