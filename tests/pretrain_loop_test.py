@@ -112,16 +112,33 @@ def test_cli_pretrain_and_recipes(corpus, tokenizer_dir, tmp_path, capsys):
         load_pretrain_config("tiny_cpu", ["no_such_key=1"])
 
 
-@pytest.mark.parametrize("env,joins", [({}, False), ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, True),
-                                       ({"JAX_NUM_PROCESSES": "4"}, True), ({"DEBERTA_JAX_DISTRIBUTED": "1"}, True)])
-def test_joins_a_multi_process_run_only_when_launched_as_one(monkeypatch, env, joins):
+FULL = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "2"}
+
+
+@pytest.mark.parametrize("env,call", [
+    ({}, None),
+    (FULL, {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 2}),
+    ({"DEBERTA_JAX_DISTRIBUTED": "1"}, {}),
+])
+def test_joins_a_multi_process_run_only_when_launched_as_one(monkeypatch, env, call):
+    """Which initialize() call the environment leads to (a real two-process join: distributed_startup_test)."""
     from deberta_jax.pretraining import train as pretrain_module
 
-    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "DEBERTA_JAX_DISTRIBUTED"):
+    for name in (*FULL, "DEBERTA_JAX_DISTRIBUTED"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     calls = []
-    monkeypatch.setattr(pretrain_module.jax.distributed, "initialize", lambda: calls.append(True))
+    monkeypatch.setattr(pretrain_module.jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
     pretrain_module.maybe_initialize_distributed()
-    assert calls == ([True] if joins else [])
+    assert calls == ([] if call is None else [call])
+
+
+def test_a_partial_multi_process_environment_is_an_error(monkeypatch):
+    from deberta_jax.pretraining import train as pretrain_module
+
+    for name in FULL:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
+    with pytest.raises(ValueError, match="missing: JAX_NUM_PROCESSES, JAX_PROCESS_ID"):
+        pretrain_module.maybe_initialize_distributed()

@@ -43,13 +43,22 @@ log = logging.getLogger(__name__)
 
 
 def maybe_initialize_distributed() -> None:
-    """Joins a multi-process run when the launcher says there is one: JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES
-    set by hand, or DEBERTA_JAX_DISTRIBUTED=1 on a cluster that `jax.distributed` detects by itself (a TPU pod
-    slice, SLURM). A single process needs nothing. Decided from the environment alone: any JAX call that starts
-    the backend first would make initialising impossible."""
-    wanted = (os.environ.get("JAX_COORDINATOR_ADDRESS") or int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1
-              or os.environ.get("DEBERTA_JAX_DISTRIBUTED") == "1")
-    if wanted and not jax.distributed.is_initialized():
+    """Joins a multi-process run when the launcher says there is one: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES
+    and JAX_PROCESS_ID set by hand (all three), or DEBERTA_JAX_DISTRIBUTED=1 on a cluster that `jax.distributed`
+    detects by itself (a TPU pod slice, SLURM). A single process needs nothing. Decided from the environment alone:
+    any JAX call that starts the backend first would make initialising impossible."""
+    if jax.distributed.is_initialized():
+        return
+    names = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+    given = {name: os.environ.get(name) for name in names if os.environ.get(name)}
+    if given:
+        missing = [name for name in names if name not in given]
+        if missing:
+            raise ValueError(f"a multi-process run needs all of {', '.join(names)}; missing: {', '.join(missing)}")
+        jax.distributed.initialize(coordinator_address=given["JAX_COORDINATOR_ADDRESS"],
+                                   num_processes=int(given["JAX_NUM_PROCESSES"]),
+                                   process_id=int(given["JAX_PROCESS_ID"]))
+    elif os.environ.get("DEBERTA_JAX_DISTRIBUTED") == "1":
         jax.distributed.initialize()
 
 
