@@ -44,3 +44,12 @@ def test_two_processes_join_through_the_environment():
         assert p.returncode == 0, err[-2000:]
     assert sorted(out.split()[0] for out, _ in outputs) == ["0", "1"]
     assert all(out.split()[1:] == ["2", "4"] for out, _ in outputs)
+
+
+def test_an_unreachable_coordinator_fails_fast_with_a_clear_error():
+    env = {**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{_free_port()}", "JAX_NUM_PROCESSES": "2",
+           "JAX_PROCESS_ID": "1", "JAX_PLATFORMS": "cpu", "DEBERTA_JAX_INIT_TIMEOUT": "5"}
+    result = subprocess.run([sys.executable, "-c", JOIN], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "process 1 of 2 could not reach the coordinator at 127.0.0.1:" in result.stderr
+    assert "within 5 s" in result.stderr

@@ -112,12 +112,13 @@ def test_cli_pretrain_and_recipes(corpus, tokenizer_dir, tmp_path, capsys):
         load_pretrain_config("tiny_cpu", ["no_such_key=1"])
 
 
-FULL = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "2"}
+FULL = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "0"}
 
 
 @pytest.mark.parametrize("env,call", [
     ({}, None),
-    (FULL, {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 2}),
+    (FULL, {"coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 0,
+            "initialization_timeout": 300}),
     ({"DEBERTA_JAX_DISTRIBUTED": "1"}, {}),
 ])
 def test_joins_a_multi_process_run_only_when_launched_as_one(monkeypatch, env, call):

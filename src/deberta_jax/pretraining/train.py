@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import socket
 import time
 
 import jax
@@ -46,7 +47,8 @@ def maybe_initialize_distributed() -> None:
     """Joins a multi-process run when the launcher says there is one: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES
     and JAX_PROCESS_ID set by hand (all three), or DEBERTA_JAX_DISTRIBUTED=1 on a cluster that `jax.distributed`
     detects by itself (a TPU pod slice, SLURM). A single process needs nothing. Decided from the environment alone:
-    any JAX call that starts the backend first would make initialising impossible."""
+    any JAX call that starts the backend first would make initialising impossible. A process that cannot reach the
+    coordinator gives up after DEBERTA_JAX_INIT_TIMEOUT seconds (default 300)."""
     if jax.distributed.is_initialized():
         return
     names = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
@@ -55,11 +57,29 @@ def maybe_initialize_distributed() -> None:
         missing = [name for name in names if name not in given]
         if missing:
             raise ValueError(f"a multi-process run needs all of {', '.join(names)}; missing: {', '.join(missing)}")
-        jax.distributed.initialize(coordinator_address=given["JAX_COORDINATOR_ADDRESS"],
-                                   num_processes=int(given["JAX_NUM_PROCESSES"]),
-                                   process_id=int(given["JAX_PROCESS_ID"]))
+        timeout = int(os.environ.get("DEBERTA_JAX_INIT_TIMEOUT", "300"))
+        address, process_id = given["JAX_COORDINATOR_ADDRESS"], int(given["JAX_PROCESS_ID"])
+        if process_id != 0:  # the runtime aborts the process when it cannot connect: check first, and say why
+            _wait_for_coordinator(address, timeout, f"process {process_id} of {given['JAX_NUM_PROCESSES']}")
+        jax.distributed.initialize(coordinator_address=address, num_processes=int(given["JAX_NUM_PROCESSES"]),
+                                   process_id=process_id, initialization_timeout=timeout)
     elif os.environ.get("DEBERTA_JAX_DISTRIBUTED") == "1":
         jax.distributed.initialize()
+
+
+def _wait_for_coordinator(address: str, timeout: float, who: str) -> None:
+    """Waits until the coordinator's port (process 0's) accepts connections; a clear error after `timeout` s."""
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"{who} could not reach the coordinator at {address} within {timeout:g} s "
+                                   f"(DEBERTA_JAX_INIT_TIMEOUT): is process 0 running there? ({error})") from None
+            time.sleep(0.5)
 
 
 def load_tokenizer(cfg: PretrainConfig, workdir: str) -> DebertaV3Tokenizer:
