@@ -123,6 +123,15 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_launch(args) -> int:
+    from deberta_jax.launch import launch
+
+    child = args.child[1:] if args.child[:1] == ["--"] else args.child
+    if not child:
+        raise UsageError("launch needs the command to run after --, e.g. launch --processes 2 -- pretrain ...")
+    return launch(child, args.processes, args.devices_per_process, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="on an error, print the traceback too (as "
@@ -181,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--vocab-size", type=int, default=8000)
     tok.set_defaults(func=cmd_train_tokenizer)
 
+    launch = sub.add_parser("launch", help="run a command as several JAX processes on this machine (a rehearsal of "
+                            "a pod or multi-host run)")
+    launch.add_argument("--processes", type=int, default=2)
+    launch.add_argument("--devices-per-process", type=int, default=1, help="fake CPU devices of each process")
+    launch.add_argument("--port", type=int, default=None, help="the coordinator's port on 127.0.0.1 (default: free)")
+    launch.add_argument("child", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
+                        help="the deberta-jax command each process runs, after --")
+    launch.set_defaults(func=cmd_launch)
     return parser
 
 

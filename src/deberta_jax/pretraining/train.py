@@ -13,6 +13,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import numpy as np
 
 from deberta_jax.config import DebertaConfig, preset
@@ -54,6 +55,8 @@ def maybe_initialize_distributed() -> None:
     names = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
     given = {name: os.environ.get(name) for name in names if os.environ.get(name)}
     if given:
+        # CPU processes exchange collectives through gloo; GPU and TPU backends ignore the setting.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         missing = [name for name in names if name not in given]
         if missing:
             raise ValueError(f"a multi-process run needs all of {', '.join(names)}; missing: {', '.join(missing)}")
@@ -82,26 +85,38 @@ def _wait_for_coordinator(address: str, timeout: float, who: str) -> None:
             time.sleep(0.5)
 
 
+def _all_processes_reach(name: str) -> None:
+    """A barrier: what process 0 wrote before it is there for every process after it."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
 def load_tokenizer(cfg: PretrainConfig, workdir: str) -> DebertaV3Tokenizer:
     if cfg.data.tokenizer:
         return DebertaV3Tokenizer.from_pretrained(cfg.data.tokenizer)
     trained = os.path.join(workdir, "tokenizer")
-    if os.path.exists(os.path.join(trained, "spm.model")):
-        return DebertaV3Tokenizer.from_pretrained(trained)
-    if not cfg.data.corpus:
-        raise ValueError("training a tokenizer needs a text corpus; set data.tokenizer=PATH for a tfds dataset")
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and not os.path.exists(os.path.join(trained, "spm.model")):
+        if not cfg.data.corpus:
+            raise ValueError("training a tokenizer needs a text corpus; set data.tokenizer=PATH for a tfds dataset")
         log.info("training a %d-piece sentencepiece model on the corpus", cfg.data.tokenizer_vocab_size)
         train_spm_tokenizer(list(cfg.data.corpus), trained, cfg.data.tokenizer_vocab_size)
+    _all_processes_reach("tokenizer trained")
     return DebertaV3Tokenizer.from_pretrained(trained)
 
 
 def load_tokens(cfg: PretrainConfig, tokenizer: DebertaV3Tokenizer, workdir: str) -> np.ndarray:
-    cache = os.path.join(workdir, "cache")
+    """The corpus as token ids; process 0 tokenizes a corpus into the workdir's cache, the others then read it."""
+    first = jax.process_index() == 0
     if cfg.data.corpus:
-        return tokenize_corpus(list(cfg.data.corpus), tokenizer, cache_dir=cache, progress=jax.process_index() == 0)
+        def tokens():
+            return tokenize_corpus(list(cfg.data.corpus), tokenizer, cache_dir=os.path.join(workdir, "cache"),
+                                   progress=first)
+
+        ids = tokens() if first else None
+        _all_processes_reach("corpus tokenized")
+        return ids if first else tokens()
     documents = tfds_documents(cfg.data.tfds_dataset, cfg.data.tfds_split, text_key=cfg.data.tfds_text_key)
-    return tokenize_documents(documents, tokenizer, progress=jax.process_index() == 0)
+    return tokenize_documents(documents, tokenizer, progress=first)
 
 
 def model_config(cfg: PretrainConfig, tokenizer: DebertaV3Tokenizer) -> DebertaConfig:
@@ -134,7 +149,8 @@ def pretrain_optimizer(cfg: PretrainConfig):
 class PretrainBatches:
     """Host-side batches: packed sequences -> masking -> [accumulation, micro-batch, ...] global arrays.
 
-    Masking draws from a generator keyed by (seed, step, process), so a resumed run masks exactly as before.
+    Masking draws from generators keyed by (seed, step, global row), so a resumed run, or one with another number
+    of processes, masks exactly as before.
     """
 
     def __init__(self, cfg: PretrainConfig, iterator: BatchIterator, tokenizer: DebertaV3Tokenizer, mode: str,
@@ -146,9 +162,7 @@ class PretrainBatches:
         rows = next(self.iterator)
         # The tokenizer's ids fit the model (checked in `pretrain`); a stale or foreign token cache may not.
         check_token_ids(rows["input_ids"], self.tokenizer.vocab_size, f"pretraining step {step + 1}")
-        rng = np.random.default_rng([self.cfg.seed, step, jax.process_index()])
-        masked = mask_batch(rows["input_ids"], rows["attention_mask"], rng, self.cfg.masking, special_ids=self.special,
-                            mask_id=self.tokenizer.mask_id, vocab_size=self.tokenizer.vocab_size, mode=self.mode)
+        masked = self.mask_rows(rows, step)
         batch = {"input_ids": masked["input_ids"], "original_ids": rows["input_ids"],
                  "attention_mask": rows["attention_mask"], "masked_positions": masked["masked_positions"],
                  "masked_labels": masked["masked_labels"], "masked_weights": masked["masked_weights"]}
@@ -156,6 +170,17 @@ class PretrainBatches:
             batch["unchanged"] = masked["unchanged"]
         accumulation = self.cfg.data.grad_accum_steps
         return {k: np.asarray(v).reshape((accumulation, -1) + np.shape(v)[1:]) for k, v in batch.items()}
+
+    def mask_rows(self, rows: dict, step: int) -> dict:
+        """Masks each row with a generator keyed by (seed, step, the row's index in the global batch): the same
+        masks whatever the number of processes (each holds a contiguous slice of the global batch), and again on
+        resume."""
+        ids, attention = rows["input_ids"], rows["attention_mask"]
+        first = jax.process_index() * len(ids)
+        masked = [mask_batch(ids[i:i + 1], attention[i:i + 1], np.random.default_rng([self.cfg.seed, step, first + i]),
+                             self.cfg.masking, special_ids=self.special, mask_id=self.tokenizer.mask_id,
+                             vocab_size=self.tokenizer.vocab_size, mode=self.mode) for i in range(len(ids))]
+        return {key: np.concatenate([row[key] for row in masked]) for key in masked[0]}
 
     def global_batch(self, step: int) -> dict:
         local = self.host_batch(step)
