@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 JOIN = """
 import jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
-from deberta_jax.pretraining.train import maybe_initialize_distributed
+from deberta_jax.distributed import maybe_initialize_distributed
 maybe_initialize_distributed()
 maybe_initialize_distributed()  # a second call (a second command in one process) is a no-op
 print(jax.process_index(), jax.process_count(), jax.device_count())

@@ -2,8 +2,11 @@
 batches, same losses and parameters. Both run through `deberta-jax launch`, with real processes and gloo."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,13 +18,21 @@ TINY = ('model.overrides={"hidden_size": 32, "num_hidden_layers": 2, "num_attent
         '"intermediate_size": 64, "position_buckets": 8, "max_relative_positions": 32}')
 
 
-def _launch(workdir, processes: int, devices: int) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "deberta_jax.cli", "launch", "--processes", str(processes),
-               "--devices-per-process", str(devices), "--", "pretrain", "--config", "tiny_cpu", "--workdir",
-               str(workdir), "--set", "steps=6", "--set", "loop.checkpoint_every=3", "--set", "loop.log_every=1",
-               "--set", "data.seq_len=32", "--set", "data.batch_size=8", "--set", "data.tokenizer_vocab_size=500",
-               "--set", TINY]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+def _command(workdir, processes: int, devices: int, steps: int = 6, checkpoint_every: int = 3) -> list[str]:
+    return [sys.executable, "-m", "deberta_jax.cli", "launch", "--processes", str(processes),
+            "--devices-per-process", str(devices), "--", "pretrain", "--config", "tiny_cpu", "--workdir", str(workdir),
+            "--set", f"steps={steps}", "--set", f"loop.checkpoint_every={checkpoint_every}", "--set",
+            "loop.log_every=1", "--set", "data.seq_len=32", "--set", "data.batch_size=8", "--set",
+            "data.tokenizer_vocab_size=500", "--set", TINY]
+
+
+def _launch(workdir, processes: int, devices: int, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(workdir, processes, devices, **kwargs), capture_output=True, text=True,
+                          timeout=600)
+
+
+def _losses(workdir) -> list[float]:
+    return [json.loads(line)["loss"] for line in open(workdir / "metrics.jsonl")]
 
 
 def test_two_processes_train_as_one(tmp_path):
@@ -31,7 +42,7 @@ def test_two_processes_train_as_one(tmp_path):
         assert result.returncode == 0, result.stdout[-3000:]
         runs[name], outputs[name] = tmp_path / name, result.stdout
     assert "[1] " in outputs["two"] and "[1] " not in outputs["one"]  # each process's lines carry its index
-    losses = {name: [json.loads(line)["loss"] for line in open(path / "metrics.jsonl")] for name, path in runs.items()}
+    losses = {name: _losses(path) for name, path in runs.items()}
     assert len(losses["one"]) == 6  # written once, by process 0
     np.testing.assert_allclose(losses["two"], losses["one"], rtol=1e-5, atol=0)
     two, one = (load_file(str(path / "export" / "discriminator" / "model.safetensors")) for path in runs.values())
@@ -47,3 +58,43 @@ def test_the_launcher_fails_when_a_process_fails(tmp_path):
     assert result.returncode == 2
     assert "[0] deberta-jax: error: no pretraining recipe 'no_such_recipe'" in result.stdout
     assert "exited with status 2; stopped the others" in result.stderr
+
+
+def _child_with_process_id(launcher_pid: int, process_id: int) -> int:
+    """The pid of the launcher's child that runs as JAX process `process_id` (read from /proc)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parent = int(open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[1])
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if parent == launcher_pid and f"JAX_PROCESS_ID={process_id}".encode() in environ:
+            return int(pid)
+    raise LookupError(f"no child of {launcher_pid} runs JAX process {process_id}")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="finds the launcher's children through /proc")
+def test_kill_9_of_one_process_then_resume_trains_as_an_uninterrupted_run(tmp_path):
+    steps = dict(steps=24, checkpoint_every=4)
+    straight = _launch(tmp_path / "straight", 2, 2, **steps)
+    assert straight.returncode == 0, straight.stdout[-3000:]
+
+    workdir = tmp_path / "killed"
+    launcher = subprocess.Popen(_command(workdir, 2, 2, **steps), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    deadline = time.monotonic() + 300
+    while not (workdir / "checkpoints" / "8").is_dir():  # orbax renames a step's directory once it is complete
+        assert launcher.poll() is None and time.monotonic() < deadline, "the run ended before its second checkpoint"
+        time.sleep(0.05)
+    os.kill(_child_with_process_id(launcher.pid, 1), signal.SIGKILL)
+    out, err = launcher.communicate(timeout=120)  # the launcher stops process 0, which waits on process 1
+    assert launcher.returncode == 128 + signal.SIGKILL
+    assert "process 1 was killed by SIGKILL; stopped the others" in err
+    checkpointed = max(int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit())
+    assert 8 <= checkpointed < 24
+
+    resumed = subprocess.run(_command(workdir, 2, 2, **steps) + ["--resume"], capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert f"resumed from step {checkpointed}" in resumed.stdout
+    np.testing.assert_array_equal(_losses(workdir), _losses(tmp_path / "straight"))

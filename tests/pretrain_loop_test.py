@@ -123,23 +123,23 @@ FULL = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "J
 ])
 def test_joins_a_multi_process_run_only_when_launched_as_one(monkeypatch, env, call):
     """Which initialize() call the environment leads to (a real two-process join: distributed_startup_test)."""
-    from deberta_jax.pretraining import train as pretrain_module
+    from deberta_jax import distributed
 
     for name in (*FULL, "DEBERTA_JAX_DISTRIBUTED"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     calls = []
-    monkeypatch.setattr(pretrain_module.jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
-    pretrain_module.maybe_initialize_distributed()
+    monkeypatch.setattr(distributed.jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+    distributed.maybe_initialize_distributed()
     assert calls == ([] if call is None else [call])
 
 
 def test_a_partial_multi_process_environment_is_an_error(monkeypatch):
-    from deberta_jax.pretraining import train as pretrain_module
+    from deberta_jax import distributed
 
     for name in FULL:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
     with pytest.raises(ValueError, match="missing: JAX_NUM_PROCESSES, JAX_PROCESS_ID"):
-        pretrain_module.maybe_initialize_distributed()
+        distributed.maybe_initialize_distributed()

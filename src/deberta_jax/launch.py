@@ -35,7 +35,7 @@ def _relay(index: int, stream, out) -> None:
 
 def launch(command: list[str], processes: int, devices_per_process: int, port: int | None = None) -> int:
     """Runs `deberta-jax COMMAND` as `processes` JAX processes; returns 0 when all succeed, else the first
-    failure's exit status (the others are stopped)."""
+    failure's exit status, 128 + N for signal N (the others are stopped)."""
     if processes < 1 or devices_per_process < 1:
         raise ValueError(f"--processes {processes} and --devices-per-process {devices_per_process} must be >= 1")
     address = f"127.0.0.1:{port or _free_port()}"
@@ -52,24 +52,22 @@ def launch(command: list[str], processes: int, devices_per_process: int, port: i
         relay.start()
         children.append(child)
         relays.append(relay)
-    status = 0
+    failed = None  # (index, returncode) of the first process seen failing
     try:
-        while any(child.poll() is None for child in children):
-            failed = [child for child in children if child.poll() not in (None, 0)]
-            if failed:
-                status = failed[0].returncode
-                break
+        while failed is None and any(child.poll() is None for child in children):
+            failed = next(((i, c.returncode) for i, c in enumerate(children) if c.poll() not in (None, 0)), None)
             time.sleep(0.2)
-        status = status or next((c.returncode for c in children if c.returncode), 0)
+        failed = failed or next(((i, c.returncode) for i, c in enumerate(children) if c.returncode), None)
     finally:
         _stop(children)
         for relay in relays:
             relay.join(timeout=5)
-    if status:
-        index = next(i for i, c in enumerate(children) if c.returncode == status)
-        print(f"deberta-jax launch: process {index} exited with status {status}; stopped the others",
-              file=sys.stderr)
-    return status
+    if failed is None:
+        return 0
+    index, returncode = failed
+    how = f"was killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exited with status {returncode}"
+    print(f"deberta-jax launch: process {index} {how}; stopped the others", file=sys.stderr)
+    return 128 - returncode if returncode < 0 else returncode  # a shell's status for a signal
 
 
 def _stop(children: list[subprocess.Popen]) -> None:

@@ -26,6 +26,9 @@ from deberta_jax.data.glue.encoding import bucketed_batches, encode_examples
 from deberta_jax.data.glue.readers import load_split
 from deberta_jax.data.glue.tasks import TASK_NAMES, get_task
 from deberta_jax.data.token_ids import check_token_ids, check_vocabulary
+from deberta_jax.distributed import (
+    all_processes_reach, global_arrays, host_copy, is_main_process, local_rows, maybe_initialize_distributed,
+)
 from deberta_jax.finetuning.losses import task_loss
 from deberta_jax.finetuning.metrics import main_metric, task_metrics
 from deberta_jax.finetuning.sift import SiftConfig, sift_loss
@@ -101,14 +104,17 @@ def finetune_config(task: str, model: str, data: str = "tfds", recipe: str | Non
 
 
 def _device_batch(batch: dict, sharding, leading_axis: bool, vocab_size: int, where: str):
+    """Global arrays of a batch that every process built whole; each process places only its block of rows."""
     check_token_ids(batch["input_ids"], vocab_size, where)
+    rows = local_rows(len(batch["input_ids"]))
     keys = ("input_ids", "token_type_ids", "attention_mask", "labels", "weights")
-    arrays = {k: np.asarray(batch[k])[None] if leading_axis else np.asarray(batch[k]) for k in keys}
-    return jax.device_put(arrays, sharding)
+    arrays = {k: np.asarray(batch[k])[rows][None] if leading_axis else np.asarray(batch[k])[rows] for k in keys}
+    return global_arrays(arrays, sharding, batch_axis=1 if leading_axis else 0)
 
 
 class Evaluator:
-    """Jitted forward passes over every example of a split (padding rows have weight 0 and are dropped)."""
+    """Jitted forward passes over every example of a split (padding rows have weight 0 and are dropped). In a run of
+    several processes each places its block of every batch's rows, and all get every row's logits back."""
 
     def __init__(self, model, cfg: FinetuneConfig, mesh):
         check_batch_divides(cfg.eval_batch_size, mesh, "eval_batch_size")
@@ -176,6 +182,7 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
     stop_after: end this run after that many steps in total (checkpointing there), as a preempted job would; a
     later `resume=True` run continues. Only a finished run exports.
     """
+    maybe_initialize_distributed()
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     checkpoints = TrainCheckpointer(os.path.join(workdir, "checkpoints"), keep=cfg.loop.keep_checkpoints,
@@ -222,8 +229,8 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
         log.info("%s", json.dumps(results))
         return float(np.mean([r[metric_name] for r in results.values()])), results
 
-    logger = ProgressLogger(workdir, total_steps, start, cfg.batch_size * cfg.max_length, enabled=True,
-                            show_bar=progress)
+    logger = ProgressLogger(workdir, total_steps, start, cfg.batch_size * cfg.max_length,
+                            enabled=is_main_process(), show_bar=progress)
     end = total_steps if stop_after is None else min(stop_after, total_steps)
     batches = _train_batches(train, cfg, steps_per_epoch, start, batch_sharding(mesh, leading_axes=1),
                              model.config.vocab_size)
@@ -239,25 +246,29 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
         best["metrics"] = {k: v for k, v in best["metrics"].items() if k not in ("step", "score")}
         if end < total_steps:
             return {"task": cfg.task, "stopped_at": end, "best": best, "evaluations": evaluations}
-        best_params = checkpoints.best_params(state.params)
+        best_params = host_copy(checkpoints.best_params(state.params))
     finally:
         logger.close()
         checkpoints.close()
 
     export_dir = os.path.join(workdir, "export")
-    save_pretrained(export_dir, model, jax.device_get(best_params))
-    tokenizer.save_pretrained(export_dir)
     summary = {"task": cfg.task, "main_metric": metric_name, "best": best, "steps": total_steps,
                "steps_per_second": (total_steps - start) / max(train_seconds, 1e-9),
                "train_examples": int(len(train.labels)), "truncated_train_examples": int(train.num_truncated),
                "evaluations": evaluations, "export": export_dir, "config": cfg.to_dict()}
-    write_json(os.path.join(workdir, "metrics.json"), summary)
+    if is_main_process():
+        save_pretrained(export_dir, model, best_params)
+        tokenizer.save_pretrained(export_dir)
+        write_json(os.path.join(workdir, "metrics.json"), summary)
+    all_processes_reach("fine-tuning exported")
     return summary
 
 
 def predict(task_name: str, model_dir: str, data: str, out_dir: str, split: str | None = None,
             max_length: int = 128, batch_size: int = 64) -> list[str]:
-    """Writes GLUE submission files for the test split(s) of `task_name` with the model in `model_dir`."""
+    """Writes GLUE submission files for the test split(s) of `task_name` with the model in `model_dir`. Run as
+    several processes, all predict together and process 0 writes."""
+    maybe_initialize_distributed()
     task = get_task(task_name)
     tokenizer = DebertaV3Tokenizer.from_pretrained(model_dir)
     model, params = load_pretrained(model_dir, "sequence_classification")
@@ -271,5 +282,7 @@ def predict(task_name: str, model_dir: str, data: str, out_dir: str, split: str 
     for test_split in ([split] if split else task.test_splits):
         encoded = encode_examples(load_split(task, data, test_split), task, tokenizer, max_length, cfg.buckets)
         preds, _, idx = evaluator.predict(params, encoded, test_split)
-        written.append(write_submission(task, idx, preds, out_dir, split=test_split))
+        if is_main_process():
+            written.append(write_submission(task, idx, preds, out_dir, split=test_split))
+    all_processes_reach("submission written")
     return written

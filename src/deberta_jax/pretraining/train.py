@@ -8,12 +8,10 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import socket
 import time
 
 import jax
 import jax.numpy as jnp
-from jax.experimental import multihost_utils
 import numpy as np
 
 from deberta_jax.config import DebertaConfig, preset
@@ -22,6 +20,9 @@ from deberta_jax.data.batching import BatchIterator
 from deberta_jax.data.masking import mask_batch
 from deberta_jax.data.text_corpus import PackedSequences, tokenize_corpus, tokenize_documents, tfds_documents
 from deberta_jax.data.token_ids import check_token_ids, check_vocabulary
+from deberta_jax.distributed import (
+    all_processes_reach, global_arrays, host_copy, is_main_process, maybe_initialize_distributed,
+)
 from deberta_jax.model.modeling import DebertaForMaskedLM, DebertaModel
 from deberta_jax.pretraining.config import PretrainConfig
 from deberta_jax.pretraining.emd import DebertaForMLMPretraining
@@ -44,76 +45,29 @@ from deberta_jax.training.train_step import create_train_state, make_train_step
 log = logging.getLogger(__name__)
 
 
-def maybe_initialize_distributed() -> None:
-    """Joins a multi-process run when the launcher says there is one: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES
-    and JAX_PROCESS_ID set by hand (all three), or DEBERTA_JAX_DISTRIBUTED=1 on a cluster that `jax.distributed`
-    detects by itself (a TPU pod slice, SLURM). A single process needs nothing. Decided from the environment alone:
-    any JAX call that starts the backend first would make initialising impossible. A process that cannot reach the
-    coordinator gives up after DEBERTA_JAX_INIT_TIMEOUT seconds (default 300)."""
-    if jax.distributed.is_initialized():
-        return
-    names = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
-    given = {name: os.environ.get(name) for name in names if os.environ.get(name)}
-    if given:
-        # CPU processes exchange collectives through gloo; GPU and TPU backends ignore the setting.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        missing = [name for name in names if name not in given]
-        if missing:
-            raise ValueError(f"a multi-process run needs all of {', '.join(names)}; missing: {', '.join(missing)}")
-        timeout = int(os.environ.get("DEBERTA_JAX_INIT_TIMEOUT", "300"))
-        address, process_id = given["JAX_COORDINATOR_ADDRESS"], int(given["JAX_PROCESS_ID"])
-        if process_id != 0:  # the runtime aborts the process when it cannot connect: check first, and say why
-            _wait_for_coordinator(address, timeout, f"process {process_id} of {given['JAX_NUM_PROCESSES']}")
-        jax.distributed.initialize(coordinator_address=address, num_processes=int(given["JAX_NUM_PROCESSES"]),
-                                   process_id=process_id, initialization_timeout=timeout)
-    elif os.environ.get("DEBERTA_JAX_DISTRIBUTED") == "1":
-        jax.distributed.initialize()
-
-
-def _wait_for_coordinator(address: str, timeout: float, who: str) -> None:
-    """Waits until the coordinator's port (process 0's) accepts connections; a clear error after `timeout` s."""
-    host, _, port = address.rpartition(":")
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
-                return
-        except OSError as error:
-            if time.monotonic() >= deadline:
-                raise RuntimeError(f"{who} could not reach the coordinator at {address} within {timeout:g} s "
-                                   f"(DEBERTA_JAX_INIT_TIMEOUT): is process 0 running there? ({error})") from None
-            time.sleep(0.5)
-
-
-def _all_processes_reach(name: str) -> None:
-    """A barrier: what process 0 wrote before it is there for every process after it."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
-
-
 def load_tokenizer(cfg: PretrainConfig, workdir: str) -> DebertaV3Tokenizer:
     if cfg.data.tokenizer:
         return DebertaV3Tokenizer.from_pretrained(cfg.data.tokenizer)
     trained = os.path.join(workdir, "tokenizer")
-    if jax.process_index() == 0 and not os.path.exists(os.path.join(trained, "spm.model")):
+    if is_main_process() and not os.path.exists(os.path.join(trained, "spm.model")):
         if not cfg.data.corpus:
             raise ValueError("training a tokenizer needs a text corpus; set data.tokenizer=PATH for a tfds dataset")
         log.info("training a %d-piece sentencepiece model on the corpus", cfg.data.tokenizer_vocab_size)
         train_spm_tokenizer(list(cfg.data.corpus), trained, cfg.data.tokenizer_vocab_size)
-    _all_processes_reach("tokenizer trained")
+    all_processes_reach("tokenizer trained")
     return DebertaV3Tokenizer.from_pretrained(trained)
 
 
 def load_tokens(cfg: PretrainConfig, tokenizer: DebertaV3Tokenizer, workdir: str) -> np.ndarray:
     """The corpus as token ids; process 0 tokenizes a corpus into the workdir's cache, the others then read it."""
-    first = jax.process_index() == 0
+    first = is_main_process()
     if cfg.data.corpus:
         def tokens():
             return tokenize_corpus(list(cfg.data.corpus), tokenizer, cache_dir=os.path.join(workdir, "cache"),
                                    progress=first)
 
         ids = tokens() if first else None
-        _all_processes_reach("corpus tokenized")
+        all_processes_reach("corpus tokenized")
         return ids if first else tokens()
     documents = tfds_documents(cfg.data.tfds_dataset, cfg.data.tfds_split, text_key=cfg.data.tfds_text_key)
     return tokenize_documents(documents, tokenizer, progress=first)
@@ -183,14 +137,15 @@ class PretrainBatches:
         return {key: np.concatenate([row[key] for row in masked]) for key in masked[0]}
 
     def global_batch(self, step: int) -> dict:
-        local = self.host_batch(step)
-        shape = lambda x: (x.shape[0], x.shape[1] * jax.process_count()) + x.shape[2:]
-        return {k: jax.make_array_from_process_local_data(self.sharding, v, shape(v)) for k, v in local.items()}
+        return global_arrays(self.host_batch(step), self.sharding, batch_axis=1)
 
 
 def export_hf(cfg: PretrainConfig, model, params, tokenizer: DebertaV3Tokenizer, out_dir: str) -> list[str]:
-    """Writes HF directories: the discriminator (rtd) or the MLM model (mlm), plus the generator for rtd."""
-    params = jax.device_get(params)
+    """Writes HF directories: the discriminator (rtd) or the MLM model (mlm), plus the generator for rtd. Every
+    process calls it (gathering `params` is collective); process 0 writes."""
+    params = host_copy(params)
+    if not is_main_process():
+        return []
     written = []
     if cfg.objective == "mlm":
         mlm = {k: v for k, v in params.items() if k != "emd_position_embeddings"}
@@ -245,13 +200,13 @@ def pretrain(cfg: PretrainConfig, workdir: str, resume: bool = False, progress: 
     first = batches.global_batch(start)
     t0 = time.perf_counter()
     train_step = train_step.lower(state, first).compile()  # compiled once; its FLOP count feeds the MFU figure
-    if jax.process_index() == 0:  # only now: a resume that fails above leaves the run's record as it was
+    if is_main_process():  # only now: a resume that fails above leaves the run's record as it was
         write_config(os.path.join(workdir, "config.json"), cfg.to_dict())
     compile_seconds = time.perf_counter() - t0
     flops = compiled_flops(train_step)
     peak = measure_matmul_peak(jnp.dtype(cfg.model.dtype))
     logger = ProgressLogger(workdir, cfg.steps, start, cfg.data.batch_size * cfg.data.seq_len, flops, peak,
-                            enabled=jax.process_index() == 0, show_bar=progress)
+                            enabled=is_main_process(), show_bar=progress)
     end = cfg.steps if stop_after is None else min(stop_after, cfg.steps)
     steps = itertools.chain([first], (batches.global_batch(step) for step in itertools.count(start + 1)))
     try:
@@ -262,13 +217,12 @@ def pretrain(cfg: PretrainConfig, workdir: str, resume: bool = False, progress: 
         checkpoints.close()
 
     finished = end == cfg.steps
-    exported = export_hf(cfg, model, state.params, tokenizer, os.path.join(workdir, "export")) \
-        if finished and jax.process_index() == 0 else []
+    exported = export_hf(cfg, model, state.params, tokenizer, os.path.join(workdir, "export")) if finished else []
     last = logger.history[-1] if logger.history else {}
     summary = {"steps": cfg.steps, "stopped_at": end, "resumed_from": start, "compile_seconds": round(compile_seconds, 2),
                "flops_per_step": flops, "matmul_peak_flops": peak, "mesh": dict(mesh.shape),
                "devices": [d.device_kind for d in jax.devices()][:1] + [f"x{jax.device_count()}"],
                "final": last, "exported": exported, "history": logger.history}
-    if jax.process_index() == 0:
+    if is_main_process():
         write_json(os.path.join(workdir, "summary.json"), summary)
     return summary

@@ -108,11 +108,13 @@ class TrainCheckpointer:
         return restored["state"], record
 
     def best_params(self, params_like):
-        """The params saved at the best-scoring step; `params_like` gives shapes and dtypes."""
+        """The params saved at the best-scoring step; `params_like` gives shapes, dtypes and (for jax.Arrays, as
+        a run of several processes needs) shardings."""
         if self._best is None or self.best["step"] is None:
             raise FileNotFoundError(f"no best checkpoint beside {self.directory}")
         self._best.wait_until_finished()
-        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params_like)
+        abstract = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), params_like)
         return self._best.restore(self.best["step"], args=ocp.args.StandardRestore(abstract))
 
     def close(self) -> None:
