@@ -128,6 +128,16 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_info(args) -> int:
+    from deberta_jax.environment import environment
+
+    rows = environment()
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
 def cmd_launch(args) -> int:
     from deberta_jax.launch import launch
 
@@ -205,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--output-dir", required=True)
     tok.add_argument("--vocab-size", type=int, default=8000)
     tok.set_defaults(func=cmd_train_tokenizer)
+
+    info = sub.add_parser("info", help="versions (deberta-jax, python, jax, flax, ...), the backend and its devices, "
+                          "and the optional packages installed (torch, transformers, libtpu, huggingface_hub)")
+    info.set_defaults(func=cmd_info)
 
     launch = sub.add_parser("launch", help="run a command as several JAX processes on this machine (a rehearsal of "
                             "a pod or multi-host run)")
