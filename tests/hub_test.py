@@ -120,10 +120,10 @@ def fake_hub(repos):
     served = {revision: (COMMITS.get(revision, "d" * 40), {p.name: p.read_bytes() for p in directory.iterdir()})
               for revision, directory in repos.items()}
     served["main"][1][BIG] = bytes(16 << 20)
+    no_tokenizer = {"config.json": served["main"][1]["config.json"], "model.safetensors": b"x"}
     server = FakeHub({REPO: {k: v for k, v in served.items() if k != "sst2"},
                       "someone/tiny-sst2": {"main": served["sst2"]},
-                      "someone/no-tokenizer": {"main": (COMMITS["main"], {"config.json": served["main"][1]["config.json"],
-                                                                          "model.safetensors": b"x"})}})
+                      "someone/no-tokenizer": {"main": (COMMITS["main"], no_tokenizer)}})
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -232,7 +232,8 @@ def test_offline_reads_a_cache_in_the_hub_layout(repos, tmp_path, monkeypatch, c
     (["convert", "someone/no-such-model"], "'someone/no-such-model' is neither a local path nor a model on the Hub"),
     (["convert", REPO, "--revision", "v9"], "Hub model 'someone/tiny-deberta' has no revision 'v9'"),
     (["finetune", "--task", "sst2", "--model", "someone/no-tokenizer", "--workdir", "W"],
-     "Hub model 'someone/no-tokenizer' (revision main) has no spm.model: is it a DeBERTa-v2/v3 repo with its sentencepiece"),
+     "Hub model 'someone/no-tokenizer' (revision main) has no spm.model: is it a DeBERTa-v2/v3 repo with its "
+     "sentencepiece model?"),
 ])
 def test_hub_errors_are_one_clear_line(argv, expected, hub_env, tmp_path, capsys):
     argv = [str(tmp_path / a) if a == "W" else a for a in argv]
@@ -251,8 +252,8 @@ def test_no_weights_and_not_a_hub_are_named(hub_env, monkeypatch):
     finally:
         hub_env.repos[REPO]["legacy"][1]["pytorch_model.bin"] = b"not read by this test"
     monkeypatch.setenv("HF_ENDPOINT", f"{hub_env.url}/not-the-hub")  # a web server, but no Hub there
-    with pytest.raises(ConnectionError, match=rf"could not download config.json from {hub_env.url}/not-the-hub, "
-                                              r"and it is not in the cache .*: check the network \(or HF_ENDPOINT\).*404"):
+    with pytest.raises(ConnectionError, match=rf"could not download config.json from {hub_env.url}/not-the-hub, and "
+                                              r"it is not in the cache .*: check the network \(or HF_ENDPOINT\).*404"):
         resolve_model(REPO)
 
 

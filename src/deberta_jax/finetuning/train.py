@@ -22,6 +22,7 @@ import numpy as np
 
 from deberta_jax.config_tree import ConfigError, Section, apply_overrides, from_dict, read_json, strip_comments
 from deberta_jax.conversion.hf_checkpoint import load_pretrained, save_pretrained
+from deberta_jax.conversion.model_card import write_finetuning_card
 from deberta_jax.data.glue.encoding import bucketed_batches, encode_examples
 from deberta_jax.data.glue.readers import load_split
 from deberta_jax.data.glue.tasks import TASK_NAMES, get_task
@@ -254,6 +255,7 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
                "train_examples": int(len(train.labels)), "truncated_train_examples": int(train.num_truncated),
                "evaluations": evaluations, "export": export_dir, "config": cfg.to_dict()}
     write_json(os.path.join(workdir, "metrics.json"), summary)
+    write_finetuning_card(export_dir, summary)
     return summary
 
 
