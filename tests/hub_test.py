@@ -4,6 +4,7 @@ documents, and a Hub stand-in on 127.0.0.1 (HF_ENDPOINT) serving the two endpoin
 
 import hashlib
 import http.server
+import json
 import pathlib
 import shutil
 import threading
@@ -15,6 +16,7 @@ from flax.traverse_util import flatten_dict
 
 from deberta_jax.cli import main as cli
 from deberta_jax.config import preset
+from deberta_jax.conversion import safetensors_io
 from deberta_jax.conversion.hf_checkpoint import load_pretrained, save_pretrained
 from deberta_jax.conversion.hub import resolve_model, resolve_tokenizer
 from deberta_jax.model.modeling import DebertaForSequenceClassification, DebertaModel, init_params
@@ -22,7 +24,7 @@ from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
 from deberta_jax.tokenization.training import train_spm_tokenizer
 
 REPO = "someone/tiny-deberta"
-COMMITS = {"main": "a" * 40, "v1": "b" * 40, "legacy": "c" * 40}
+COMMITS = {"main": "a" * 40, "v1": "b" * 40, "legacy": "c" * 40, "sharded": "e" * 40}
 BIG = "flax_model.msgpack"  # in the repo, never needed
 WORDS = "the quick brown fox jumps over lazy dog while a cat sleeps in warm sun and birds sing on old trees".split()
 TEXT = "\n".join(" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(12)) for i in range(200))
@@ -50,6 +52,15 @@ def repos(tmp_path_factory):
     directories["legacy"].mkdir()
     shutil.copy(root / "main" / "config.json", root / "legacy" / "config.json")
     (root / "legacy" / "pytorch_model.bin").write_bytes(b"not read by this test")
+    directories["sharded"] = root / "sharded"  # v1's weights in two shards, as transformers writes big models
+    directories["sharded"].mkdir()
+    state = safetensors_io.load_file(root / "v1" / "model.safetensors")
+    shards = {name: f"model-0000{1 + i % 2}-of-00002.safetensors" for i, name in enumerate(sorted(state))}
+    for shard in set(shards.values()):
+        safetensors_io.save_file({k: v for k, v in state.items() if shards[k] == shard}, root / "sharded" / shard)
+    (root / "sharded" / "model.safetensors.index.json").write_text(json.dumps({"weight_map": shards}))
+    for name in ("config.json", "spm.model", "tokenizer_config.json"):
+        shutil.copy(root / "v1" / name, root / "sharded" / name)
     directories["sst2"] = root / "sst2"
     _save(root / "sst2", DebertaForSequenceClassification(config.replace(num_labels=2)), 2, tokenizer)
     return directories
@@ -193,6 +204,13 @@ def test_a_revision_reaches_the_hub(hub_env, repos):
     _, local_params = load_pretrained(repos["v1"])
     _assert_same_params(params, local_params)
     assert hub_env.requests[0] == ("HEAD", f"/{REPO}/resolve/v1/config.json")
+
+
+def test_a_sharded_checkpoint_comes_with_its_shards(hub_env, repos):
+    _, params = load_pretrained(REPO, revision="sharded")
+    _assert_same_params(params, load_pretrained(repos["v1"])[1])
+    assert hub_env.requested("GET") == ["config.json", "model-00001-of-00002.safetensors",
+                                        "model-00002-of-00002.safetensors", "model.safetensors.index.json"]
 
 
 def test_without_safetensors_the_pytorch_bin_is_fetched(hub_env):
