@@ -58,11 +58,14 @@ def cmd_convert(args) -> int:
 
     t0 = time.perf_counter()
     if os.path.exists(os.path.join(args.src, "deberta_jax.json")):
+        if args.revision is not None:
+            raise UsageError(f"--revision is for Hub ids; {args.src} is a deberta-jax checkpoint")
         model, params = jax_checkpoint.load_checkpoint(args.src)
         save_pretrained(args.dst, model, params)
         direction = "deberta-jax -> HF"
     else:
-        model, params, report = load_pretrained(args.src, _head(args.head), return_report=True)
+        model, params, report = load_pretrained(args.src, _head(args.head), return_report=True,
+                                                revision=args.revision)
         for kind in ("missing", "unexpected", "mismatched"):
             if getattr(report, kind):
                 print(f"{kind} keys: {', '.join(getattr(report, kind))}", file=sys.stderr)
@@ -75,7 +78,8 @@ def cmd_convert(args) -> int:
 def cmd_parity(args) -> int:
     from deberta_jax.conversion.parity import compare_with_reference
 
-    result = compare_with_reference(args.hf_dir, _head(args.head), batch=args.batch, seq_len=args.seq_len)
+    result = compare_with_reference(args.hf_dir, _head(args.head), batch=args.batch, seq_len=args.seq_len,
+                                    revision=args.revision)
     for name, value in result["max_abs"].items():
         print(f"{name:>20s}  max|jax - torch| = {value:.3e}")
     if args.json:
@@ -107,7 +111,7 @@ def cmd_train_tokenizer(args) -> int:
 def cmd_finetune(args) -> int:
     from deberta_jax.finetuning.train import finetune, finetune_config
 
-    cfg = finetune_config(args.task, args.model, args.data, args.recipe, args.set)
+    cfg = finetune_config(args.task, args.model, args.data, args.recipe, args.set, revision=args.revision)
     summary = finetune(cfg, args.workdir, resume=args.resume)
     print(json.dumps({"task": summary["task"], "best": summary["best"],
                       "steps_per_second": round(summary["steps_per_second"], 3), "export": summary["export"]},
@@ -118,8 +122,19 @@ def cmd_finetune(args) -> int:
 def cmd_predict(args) -> int:
     from deberta_jax.finetuning.train import predict
 
-    for path in predict(args.task, args.model, args.data, args.out, split=args.split, max_length=args.max_length):
+    for path in predict(args.task, args.model, args.data, args.out, split=args.split, max_length=args.max_length,
+                        revision=args.revision):
         print(f"wrote {path}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from deberta_jax.environment import environment
+
+    rows = environment()
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
     return 0
 
 
@@ -132,20 +147,28 @@ def cmd_launch(args) -> int:
     return launch(child, args.processes, args.devices_per_process, args.port)
 
 
+def _revision_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--revision", help="of a Hub id: branch, tag or commit (default: main); the files come from "
+                        "the Hub cache (HF_HOME), only the cache with HF_HUB_OFFLINE=1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="on an error, print the traceback too (as "
                         "DEBERTA_JAX_DEBUG=1 does)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    convert = sub.add_parser("convert", help="HF directory <-> deberta-jax checkpoint (direction detected from SRC)")
-    convert.add_argument("src")
+    convert = sub.add_parser("convert", help="HF directory or Hub id <-> deberta-jax checkpoint (direction detected "
+                             "from SRC)")
+    convert.add_argument("src", help="HF directory, Hub id (owner/name) or deberta-jax checkpoint")
     convert.add_argument("dst")
     convert.add_argument("--head", choices=HEAD_CHOICES, default="none", help="head to load from an HF directory")
+    _revision_argument(convert)
     convert.set_defaults(func=cmd_convert)
 
     parity = sub.add_parser("parity", help="max-abs difference per stage against transformers (needs torch)")
-    parity.add_argument("hf_dir")
+    parity.add_argument("hf_dir", help="HF directory or Hub id (owner/name)")
+    _revision_argument(parity)
     parity.add_argument("--head", choices=HEAD_CHOICES[:-1], default="none")
     parity.add_argument("--batch", type=_positive_int, default=2)
     parity.add_argument("--seq-len", type=_positive_int, default=128)
@@ -164,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     finetune = sub.add_parser("finetune", help="fine-tune on a GLUE task (tfds or a local GLUE directory)")
     finetune.add_argument("--task", required=True)
-    finetune.add_argument("--model", required=True, help="HF-format directory with spm.model")
+    finetune.add_argument("--model", required=True, help="HF-format directory with spm.model, or a Hub id "
+                          "(owner/name)")
+    _revision_argument(finetune)
     finetune.add_argument("--data", default="tfds", help="'tfds' or a directory in the official GLUE layout")
     finetune.add_argument("--workdir", required=True)
     finetune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -177,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="write GLUE submission files for a task's test split(s)")
     predict.add_argument("--task", required=True)
-    predict.add_argument("--model", required=True, help="fine-tuned HF directory (a finetune export)")
+    predict.add_argument("--model", required=True, help="fine-tuned HF directory (a finetune export) or Hub id")
+    _revision_argument(predict)
     predict.add_argument("--data", default="tfds")
     predict.add_argument("--out", required=True)
     predict.add_argument("--split", default=None, help="default: the task's test split(s)")
@@ -189,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--output-dir", required=True)
     tok.add_argument("--vocab-size", type=int, default=8000)
     tok.set_defaults(func=cmd_train_tokenizer)
+
+    info = sub.add_parser("info", help="versions (deberta-jax, python, jax, flax, ...), the backend and its devices, "
+                          "and the optional packages installed (torch, transformers, libtpu, huggingface_hub)")
+    info.set_defaults(func=cmd_info)
 
     launch = sub.add_parser("launch", help="run a command as several JAX processes on this machine (a rehearsal of "
                             "a pod or multi-host run)")

@@ -19,7 +19,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from deberta_jax.config import DebertaConfig
 from deberta_jax.config_tree import read_json
-from deberta_jax.conversion import safetensors_io
+from deberta_jax.conversion import hub, safetensors_io
 from deberta_jax.model.layer_stacking import stack_layers, unstack_layers
 from deberta_jax.model.modeling import abstract_params, build_model, head_of, hf_architecture, init_params
 
@@ -157,17 +157,20 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def load_pretrained(path: str | os.PathLike, head: str | None = None, *, ignore_mismatched_sizes: bool = False,
-                    return_report: bool = False, **config_overrides):
-    """Loads an HF-format DeBERTa directory.
+                    return_report: bool = False, revision: str | None = None, **config_overrides):
+    """Loads an HF-format DeBERTa directory or Hub model.
 
     Args:
-      path: directory with config.json and model.safetensors (or pytorch_model.bin).
+      path: directory with config.json and model.safetensors (or pytorch_model.bin), or a Hub id (`owner/name`,
+        when no such local path exists; only those files are downloaded, see conversion/hub.py).
       head: None (backbone), "masked_lm", "sequence_classification", "token_classification",
         "question_answering" or "multiple_choice".
+      revision: of a Hub id: a branch, tag or commit (default: main).
       **config_overrides: DebertaConfig fields to replace, e.g. num_labels=3, dtype="bfloat16".
     Returns:
       (model, params), or (model, params, LoadReport) with return_report=True.
     """
+    path = hub.resolve_model(path, revision)
     config = DebertaConfig.from_json_file(os.path.join(path, "config.json"), **config_overrides)
     model = build_model(config, head)
     params, report = state_dict_to_params(read_state_dict(path), model,

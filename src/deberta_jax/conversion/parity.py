@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deberta_jax.conversion.hf_checkpoint import load_pretrained
+from deberta_jax.conversion.hub import resolve_model
 
 _AUTO = {
     None: "AutoModel",
@@ -34,17 +35,19 @@ def sample_batch(vocab_size: int, batch: int, seq_len: int, seed: int = 0):
 
 
 def compare_with_reference(hf_dir: str | os.PathLike, head: str | None = None, batch: int = 2,
-                           seq_len: int = 128, seed: int = 0) -> dict:
-    """Max-abs differences per stage between transformers and deberta-jax on the checkpoint in `hf_dir`."""
+                           seq_len: int = 128, seed: int = 0, revision: str | None = None) -> dict:
+    """Max-abs differences per stage between transformers and deberta-jax on the checkpoint in `hf_dir` (a
+    directory, or a Hub id at `revision`)."""
     import torch
     import transformers
 
     if head not in _AUTO:
         raise ValueError(f"parity supports heads {list(_AUTO)}; got {head!r}")
+    local_dir = resolve_model(hf_dir, revision)  # both sides read the same files
     t0 = time.perf_counter()
-    model, params = load_pretrained(hf_dir, head)
+    model, params = load_pretrained(local_dir, head)
     load_s = time.perf_counter() - t0
-    reference = getattr(transformers, _AUTO[head]).from_pretrained(hf_dir).eval()
+    reference = getattr(transformers, _AUTO[head]).from_pretrained(local_dir).eval()
     ids, mask = sample_batch(model.config.vocab_size, batch, seq_len, seed)
     with torch.no_grad():
         ref = reference(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), output_hidden_states=True)

@@ -22,6 +22,7 @@ import numpy as np
 
 from deberta_jax.config_tree import ConfigError, Section, apply_overrides, from_dict, read_json, strip_comments
 from deberta_jax.conversion.hf_checkpoint import load_pretrained, save_pretrained
+from deberta_jax.conversion.model_card import write_finetuning_card
 from deberta_jax.data.glue.encoding import bucketed_batches, encode_examples
 from deberta_jax.data.glue.readers import load_split
 from deberta_jax.data.glue.tasks import TASK_NAMES, get_task
@@ -52,7 +53,8 @@ class FinetuneConfig(Section):
     """Everything a fine-tuning run depends on."""
 
     task: str
-    model: str                          # HF directory with spm.model (e.g. a pretraining export)
+    model: str                          # HF directory with spm.model (e.g. a pretraining export) or Hub id
+    revision: str | None = None         # of a Hub id: branch, tag or commit (default: main)
     data: str = "tfds"                  # "tfds" or a directory in the official GLUE layout
     max_length: int = 128
     buckets: tuple[int, ...] = (32, 64, 128, 256, 512)
@@ -96,10 +98,11 @@ def load_glue_recipe(task: str, name: str) -> dict:
 
 
 def finetune_config(task: str, model: str, data: str = "tfds", recipe: str | None = None,
-                    overrides: Sequence[str] = ()) -> FinetuneConfig:
-    """The config of `finetune --task --model --data [--recipe] [--set key=value ...]`: the recipe's values
-    under the dotted overrides."""
-    values = {**(load_glue_recipe(task, recipe) if recipe else {}), "task": task, "model": model, "data": data}
+                    overrides: Sequence[str] = (), revision: str | None = None) -> FinetuneConfig:
+    """The config of `finetune --task --model [--revision] --data [--recipe] [--set key=value ...]`: the recipe's
+    values under the dotted overrides."""
+    values = {**(load_glue_recipe(task, recipe) if recipe else {}), "task": task, "model": model,
+              "revision": revision, "data": data}
     return from_dict(FinetuneConfig, apply_overrides(FinetuneConfig, values, overrides))
 
 
@@ -189,12 +192,12 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
                                     best_directory=os.path.join(workdir, "best"))
     check_resume(workdir, checkpoints, resume)
     task = get_task(cfg.task)
-    tokenizer = DebertaV3Tokenizer.from_pretrained(cfg.model)
+    tokenizer = DebertaV3Tokenizer.from_pretrained(cfg.model, cfg.revision)
     overrides = {"num_labels": task.num_labels, "dtype": cfg.dtype}
     if cfg.cls_dropout is not None:
         overrides["cls_dropout"] = cfg.cls_dropout
     model, params, report = load_pretrained(cfg.model, "sequence_classification", ignore_mismatched_sizes=True,
-                                            return_report=True, **overrides)
+                                            return_report=True, revision=cfg.revision, **overrides)
     if [k for k in report.missing if not k.startswith(("pooler.", "classifier."))]:
         raise ValueError(f"{cfg.model} lacks backbone weights: {report.missing}")
     check_vocabulary(tokenizer.vocab_size, tokenizer.spm_path, model.config.vocab_size, cfg.model)
@@ -260,22 +263,23 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
         save_pretrained(export_dir, model, best_params)
         tokenizer.save_pretrained(export_dir)
         write_json(os.path.join(workdir, "metrics.json"), summary)
+        write_finetuning_card(export_dir, summary)
     all_processes_reach("fine-tuning exported")
     return summary
 
 
 def predict(task_name: str, model_dir: str, data: str, out_dir: str, split: str | None = None,
-            max_length: int = 128, batch_size: int = 64) -> list[str]:
-    """Writes GLUE submission files for the test split(s) of `task_name` with the model in `model_dir`. Run as
-    several processes, all predict together and process 0 writes."""
+            max_length: int = 128, batch_size: int = 64, revision: str | None = None) -> list[str]:
+    """Writes GLUE submission files for the test split(s) of `task_name` with the model in `model_dir` (a
+    directory, or a Hub id at `revision`). Run as several processes, all predict together and process 0 writes."""
     maybe_initialize_distributed()
     task = get_task(task_name)
-    tokenizer = DebertaV3Tokenizer.from_pretrained(model_dir)
-    model, params = load_pretrained(model_dir, "sequence_classification")
+    tokenizer = DebertaV3Tokenizer.from_pretrained(model_dir, revision)
+    model, params = load_pretrained(model_dir, "sequence_classification", revision=revision)
     check_vocabulary(tokenizer.vocab_size, tokenizer.spm_path, model.config.vocab_size, model_dir)
     if model.config.num_labels != task.num_labels:
         raise ValueError(f"{model_dir} has {model.config.num_labels} labels; task {task.name} needs {task.num_labels}")
-    cfg = FinetuneConfig(task=task_name, model=model_dir, data=data, max_length=max_length,
+    cfg = FinetuneConfig(task=task_name, model=model_dir, revision=revision, data=data, max_length=max_length,
                          eval_batch_size=batch_size)
     evaluator = Evaluator(model, cfg, make_mesh(cfg.mesh.shape))
     written = []

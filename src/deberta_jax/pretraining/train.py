@@ -16,6 +16,7 @@ import numpy as np
 
 from deberta_jax.config import DebertaConfig, preset
 from deberta_jax.conversion.hf_checkpoint import save_pretrained
+from deberta_jax.conversion.model_card import write_pretraining_cards
 from deberta_jax.data.batching import BatchIterator
 from deberta_jax.data.masking import mask_batch
 from deberta_jax.data.text_corpus import PackedSequences, tokenize_corpus, tokenize_documents, tfds_documents
@@ -225,4 +226,5 @@ def pretrain(cfg: PretrainConfig, workdir: str, resume: bool = False, progress: 
                "final": last, "exported": exported, "history": logger.history}
     if is_main_process():
         write_json(os.path.join(workdir, "summary.json"), summary)
+        write_pretraining_cards(exported, cfg.to_dict(), summary)
     return summary

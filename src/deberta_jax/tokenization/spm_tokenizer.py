@@ -22,6 +22,7 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
 from deberta_jax.config_tree import read_json
+from deberta_jax.conversion.hub import resolve_tokenizer
 
 SPECIAL_TOKENS = {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "unk": "[UNK]", "mask": "[MASK]"}
 _WHITESPACE = re.compile(r"\s{2,}|[\n\r\t]")
@@ -64,9 +65,10 @@ class DebertaV3Tokenizer:
 
     # ------------------------------------------------------------------ files
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **kwargs) -> "DebertaV3Tokenizer":
-        """From a directory with `spm.model` (and optionally `tokenizer_config.json`), or a `.model` file."""
-        path = os.fspath(path)
+    def from_pretrained(cls, path: str | os.PathLike, revision: str | None = None, **kwargs) -> "DebertaV3Tokenizer":
+        """From a directory with `spm.model` (and optionally `tokenizer_config.json`), a `.model` file, or a Hub id
+        (`owner/name` at `revision`, when no such local path exists)."""
+        path = resolve_tokenizer(path, revision)
         if os.path.isdir(path):
             config_file = os.path.join(path, "tokenizer_config.json")
             if os.path.exists(config_file):
