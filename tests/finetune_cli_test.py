@@ -5,25 +5,11 @@ import csv
 import json
 import random
 
-import jax
 import numpy as np
 import pytest
+from tiny_glue_model import save_tiny_model, sentence
 
 from deberta_jax.cli import main as cli
-from deberta_jax.config import preset
-from deberta_jax.conversion.hf_checkpoint import save_pretrained
-from deberta_jax.model.modeling import DebertaModel, init_params
-from deberta_jax.tokenization.training import train_spm_tokenizer
-
-FILLER = ("the a movie film story plot actors scenes music was is very quite rather somewhat and but with "
-          "this that it its").split()
-
-
-def _sentence(rng, label):
-    words = [rng.choice(FILLER) for _ in range(rng.randint(4, 12))]
-    words.insert(rng.randrange(len(words) + 1), rng.choice(["good", "great", "fine"] if label else
-                                                          ["bad", "awful", "dull"]))
-    return " ".join(words)
 
 
 def _write_split(path, rows, header):
@@ -41,16 +27,12 @@ def glue_dir_and_model(tmp_path_factory):
     data = {}
     for split, n in (("train", 640), ("dev", 128)):
         labels = [rng.randint(0, 1) for _ in range(n)]
-        data[split] = [(_sentence(rng, y), y) for y in labels]
+        data[split] = [(sentence(rng, y), y) for y in labels]
         _write_split(root / "glue" / "SST-2" / f"{split}.tsv", data[split], ["sentence", "label"])
     _write_split(root / "glue" / "SST-2" / "test.tsv",
-                 [(i, _sentence(rng, i % 2)) for i in range(37)], ["index", "sentence"])
+                 [(i, sentence(rng, i % 2)) for i in range(37)], ["index", "sentence"])
     (root / "corpus.txt").write_text("\n".join(s for s, _ in data["train"]), encoding="utf-8")
-    tokenizer = train_spm_tokenizer([str(root / "corpus.txt")], str(root / "model"), 50)
-    config = preset("deberta-v3-xsmall", vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                    num_attention_heads=4, intermediate_size=64, position_buckets=8, max_relative_positions=32)
-    model = DebertaModel(config)
-    save_pretrained(root / "model", model, init_params(model, jax.random.PRNGKey(0)))
+    save_tiny_model(root / "model", root / "corpus.txt")
     return root / "glue", root / "model"
 
 
@@ -84,7 +66,7 @@ def test_sift_and_regression_run(glue_dir_and_model, tmp_path):
     header = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2",
               "score"]
     for split in ("train", "dev"):
-        rows = [(i, "g", "f", "2012", i, "s", "s", _sentence(rng, 1), _sentence(rng, 0), f"{rng.uniform(0, 5):.3f}")
+        rows = [(i, "g", "f", "2012", i, "s", "s", sentence(rng, 1), sentence(rng, 0), f"{rng.uniform(0, 5):.3f}")
                 for i in range(40)]
         _write_split(stsb / f"{split}.tsv", rows, header)
     workdir = tmp_path / "stsb"

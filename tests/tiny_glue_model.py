@@ -1,0 +1,30 @@
+"""What the fine-tuning tests train: SST-2-style sentences whose label one word gives away, and a tiny DeBERTa-v3
+(2 layers of width 32) with a sentencepiece tokenizer trained on them; seconds per epoch on a CPU."""
+
+import jax
+
+from deberta_jax.config import preset
+from deberta_jax.conversion.hf_checkpoint import save_pretrained
+from deberta_jax.model.modeling import DebertaModel, init_params
+from deberta_jax.tokenization.training import train_spm_tokenizer
+
+FILLER = ("the a movie film story plot actors scenes music was is very quite rather somewhat and but with "
+          "this that it its").split()
+
+
+def sentence(rng, label: int) -> str:
+    """A few filler words around one positive (label 1) or negative (label 0) word; rng a random.Random."""
+    words = [rng.choice(FILLER) for _ in range(rng.randint(4, 12))]
+    words.insert(rng.randrange(len(words) + 1), rng.choice(["good", "great", "fine"] if label else
+                                                          ["bad", "awful", "dull"]))
+    return " ".join(words)
+
+
+def save_tiny_model(model_dir, corpus_path) -> None:
+    """Trains a 50-piece tokenizer on the text file `corpus_path` and saves it with a randomly initialised tiny
+    backbone, in HF format, under `model_dir`."""
+    tokenizer = train_spm_tokenizer([str(corpus_path)], str(model_dir), 50)
+    config = preset("deberta-v3-xsmall", vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                    num_attention_heads=4, intermediate_size=64, position_buckets=8, max_relative_positions=32)
+    model = DebertaModel(config)
+    save_pretrained(model_dir, model, init_params(model, jax.random.PRNGKey(0)))
