@@ -3,12 +3,18 @@
 # converted checkpoint against PyTorch, `make notebooks` re-executes notebooks/ and saves their outputs, and
 # `make bench` times deberta-jax against transformers and keras-hub (experiments/bench/README.md).
 # Both create .venv from the pinned requirements on first use.
+# `make test-latest` runs the quick tier under today's JAX on Python 3.12 (requirements-latest.txt), in .venv-latest;
+# PYTHON_LATEST names the interpreter, PYENV_LATEST the pyenv version it selects where python3.12 is a pyenv shim.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PYTHON_LATEST ?= python3.12
+PYENV_LATEST ?= 3.12.1
+VENV_LATEST := .venv-latest
+STAMP_LATEST := $(VENV_LATEST)/.installed
 
-.PHONY: demo parity notebooks bench test test-fast clean
+.PHONY: demo parity notebooks bench test test-fast test-latest clean
 
 $(STAMP): requirements.txt requirements-test.txt setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +22,13 @@ $(STAMP): requirements.txt requirements-test.txt setup.cfg pyproject.toml
 	$(BIN)/pip install -q -r requirements-test.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
+
+$(STAMP_LATEST): requirements-latest.txt setup.cfg pyproject.toml
+	PYENV_VERSION=$(PYENV_LATEST) $(PYTHON_LATEST) -m venv $(VENV_LATEST)
+	$(VENV_LATEST)/bin/pip install -q --upgrade pip
+	$(VENV_LATEST)/bin/pip install -q -r requirements-latest.txt
+	$(VENV_LATEST)/bin/pip install -q --no-deps -e .
+	touch $(STAMP_LATEST)
 
 demo: $(STAMP)
 	$(BIN)/python experiments/demo/run_demo.py
@@ -37,5 +50,8 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" --durations=10 tests
 
+test-latest: $(STAMP_LATEST)
+	$(VENV_LATEST)/bin/python -m pytest -q -m "not slow" --durations=10 tests
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VENV_LATEST)

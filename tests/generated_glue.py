@@ -1,5 +1,6 @@
-"""A generated SST-2-style task in the official GLUE layout (the label is which of two word sets a sentence holds)
-and a tiny random DeBERTa-v3 model with a sentencepiece model trained on the task's sentences."""
+"""What the fine-tuning tests train: a generated SST-2-style task in the official GLUE layout, whose label one word
+gives away, and a tiny DeBERTa-v3 (2 layers of width 32) with a sentencepiece tokenizer trained on its sentences;
+seconds per epoch on a CPU."""
 
 import csv
 import random
@@ -16,6 +17,7 @@ FILLER = ("the a movie film story plot actors scenes music was is very quite rat
 
 
 def sentence(rng: random.Random, label: int) -> str:
+    """A few filler words around one positive (label 1) or negative (label 0) word."""
     words = [rng.choice(FILLER) for _ in range(rng.randint(4, 12))]
     words.insert(rng.randrange(len(words) + 1), rng.choice(["good", "great", "fine"] if label else
                                                           ["bad", "awful", "dull"]))
@@ -41,9 +43,16 @@ def make_glue_and_model(root, train: int = 640, dev: int = 128, test: int = 37):
     write_split(root / "glue" / "SST-2" / "test.tsv", [(i, sentence(rng, i % 2)) for i in range(test)],
                 ["index", "sentence"])
     (root / "corpus.txt").write_text("\n".join(s for s, _ in data["train"]), encoding="utf-8")
-    tokenizer = train_spm_tokenizer([str(root / "corpus.txt")], str(root / "model"), 50)
+    save_tiny_model(root / "model", root / "corpus.txt")
+    return root / "glue", root / "model"
+
+
+def save_tiny_model(model_dir, corpus_path) -> None:
+    """Trains a 50-piece tokenizer on the text file `corpus_path` and saves it with a randomly initialised tiny
+    backbone, in HF format, under `model_dir`."""
+    tokenizer = train_spm_tokenizer([str(corpus_path)], str(model_dir), 50)
     config = preset("deberta-v3-xsmall", vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
                     num_attention_heads=4, intermediate_size=64, position_buckets=8, max_relative_positions=32)
     model = DebertaModel(config)
-    save_pretrained(root / "model", model, init_params(model, jax.random.PRNGKey(0)))
-    return root / "glue", root / "model"
+    save_pretrained(model_dir, model, init_params(model, jax.random.PRNGKey(0)))
+

@@ -25,6 +25,8 @@ _SELF_EXPLAINING = (ValueError, OSError, FloatingPointError, ImportError, Runtim
 
 HEAD_CHOICES = ["none", "masked_lm", "sequence_classification", "token_classification", "question_answering",
                 "multiple_choice"]
+TFDS_DATA_DIR_HELP = ("with --data tfds: where GLUE is prepared on first use (downloaded, written as array_record "
+                      "files) and read (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
 
 
 class UsageError(ValueError):
@@ -111,7 +113,8 @@ def cmd_train_tokenizer(args) -> int:
 def cmd_finetune(args) -> int:
     from deberta_jax.finetuning.train import finetune, finetune_config
 
-    cfg = finetune_config(args.task, args.model, args.data, args.recipe, args.set, revision=args.revision)
+    cfg = finetune_config(args.task, args.model, args.data, args.recipe, args.set, revision=args.revision,
+                          tfds_data_dir=args.tfds_data_dir)
     summary = finetune(cfg, args.workdir, resume=args.resume)
     print(json.dumps({"task": summary["task"], "best": summary["best"],
                       "steps_per_second": round(summary["steps_per_second"], 3), "export": summary["export"]},
@@ -123,7 +126,7 @@ def cmd_predict(args) -> int:
     from deberta_jax.finetuning.train import predict
 
     for path in predict(args.task, args.model, args.data, args.out, split=args.split, max_length=args.max_length,
-                        revision=args.revision):
+                        revision=args.revision, tfds_data_dir=args.tfds_data_dir):
         print(f"wrote {path}")
     return 0
 
@@ -191,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(owner/name)")
     _revision_argument(finetune)
     finetune.add_argument("--data", default="tfds", help="'tfds' or a directory in the official GLUE layout")
+    finetune.add_argument("--tfds-data-dir", help=TFDS_DATA_DIR_HELP)
     finetune.add_argument("--workdir", required=True)
     finetune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="override a FinetuneConfig key, dotted for sections (e.g. epochs=2, "
@@ -205,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, help="fine-tuned HF directory (a finetune export) or Hub id")
     _revision_argument(predict)
     predict.add_argument("--data", default="tfds")
+    predict.add_argument("--tfds-data-dir", help=TFDS_DATA_DIR_HELP)
     predict.add_argument("--out", required=True)
     predict.add_argument("--split", default=None, help="default: the task's test split(s)")
     predict.add_argument("--max-length", type=int, default=128)

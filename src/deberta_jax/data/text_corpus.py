@@ -17,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from deberta_jax.data.text_files import text_lines
+from deberta_jax.data.tfds_source import prepared_data_source
 
 if TYPE_CHECKING:
     from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
@@ -115,12 +116,10 @@ def _save_atomically(path: str, array: np.ndarray) -> None:
 def tfds_documents(name: str, split: str, text_key: str = "text", data_dir: str | None = None) -> Iterator[str]:
     """Yields the non-blank `text_key` strings of a tensorflow-datasets text dataset (e.g. "wikipedia/20230601.en").
 
-    Reads through `tfds.data_source` (array_record files), which needs no TensorFlow; the dataset must already be
-    prepared in `data_dir` (or tfds' default directory).
+    Reads array_record files, which needs no TensorFlow; the first read prepares the dataset in `data_dir` (tfds'
+    default directory if None), see data/tfds_source.py.
     """
-    import tensorflow_datasets as tfds
-
-    source = tfds.data_source(name, split=split, data_dir=data_dir)
+    source = prepared_data_source(name, split, data_dir)
     for index in range(len(source)):
         example = source[index]
         if text_key not in example:

@@ -1,7 +1,7 @@
 """GLUE fine-tuning and prediction: jitted, sharded steps; evaluation; best checkpoint; submission files.
 
-    deberta-jax finetune --task sst2 --model HF_DIR --data {tfds|GLUE_DIR} --workdir DIR [--recipe NAME]
-        [--set optimizer.learning_rate=3e-5 --set sift.enabled=true ...] [--resume]
+    deberta-jax finetune --task sst2 --model HF_DIR --data {tfds|GLUE_DIR} [--tfds-data-dir DIR] --workdir DIR
+        [--recipe NAME] [--set optimizer.learning_rate=3e-5 --set sift.enabled=true ...] [--resume]
     deberta-jax predict --task sst2 --model DIR/export --data GLUE_DIR --out DIR
 """
 
@@ -56,6 +56,7 @@ class FinetuneConfig(Section):
     model: str                          # HF directory with spm.model (e.g. a pretraining export) or Hub id
     revision: str | None = None         # of a Hub id: branch, tag or commit (default: main)
     data: str = "tfds"                  # "tfds" or a directory in the official GLUE layout
+    tfds_data_dir: str | None = None    # with data="tfds": where tfds prepares and reads GLUE (None: tfds' default)
     max_length: int = 128
     buckets: tuple[int, ...] = (32, 64, 128, 256, 512)
     batch_size: int = 32
@@ -76,6 +77,8 @@ class FinetuneConfig(Section):
                 (self.max_length >= 8, "max_length", "must be >= 8"),
                 (self.batch_size >= 1, "batch_size", "must be >= 1"),
                 (self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1"),
+                (self.tfds_data_dir is None or self.data == "tfds", "tfds_data_dir",
+                 f"is read with data=tfds only, not data={self.data!r}"),
                 (self.epochs > 0, "epochs", "must be > 0"),
                 (self.eval_every >= 0, "eval_every", "must be >= 0"),
                 (self.cls_dropout is None or 0 <= self.cls_dropout < 1, "cls_dropout", "must be in [0, 1) or null")]
@@ -98,11 +101,14 @@ def load_glue_recipe(task: str, name: str) -> dict:
 
 
 def finetune_config(task: str, model: str, data: str = "tfds", recipe: str | None = None,
-                    overrides: Sequence[str] = (), revision: str | None = None) -> FinetuneConfig:
-    """The config of `finetune --task --model [--revision] --data [--recipe] [--set key=value ...]`: the recipe's
-    values under the dotted overrides."""
+                    overrides: Sequence[str] = (), revision: str | None = None,
+                    tfds_data_dir: str | None = None) -> FinetuneConfig:
+    """The config of `finetune --task --model [--revision] --data [--tfds-data-dir] [--recipe] [--set key=value
+    ...]`: the recipe's values under the dotted overrides."""
     values = {**(load_glue_recipe(task, recipe) if recipe else {}), "task": task, "model": model,
               "revision": revision, "data": data}
+    if tfds_data_dir is not None:
+        values["tfds_data_dir"] = tfds_data_dir
     return from_dict(FinetuneConfig, apply_overrides(FinetuneConfig, values, overrides))
 
 
@@ -202,9 +208,10 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
         raise ValueError(f"{cfg.model} lacks backbone weights: {report.missing}")
     check_vocabulary(tokenizer.vocab_size, tokenizer.spm_path, model.config.vocab_size, cfg.model)
 
-    train = encode_examples(load_split(task, cfg.data, "train"), task, tokenizer, cfg.max_length, cfg.buckets)
-    evals = {split: encode_examples(load_split(task, cfg.data, split), task, tokenizer, cfg.max_length,
-                                    cfg.buckets) for split in task.validation_splits}
+    train = encode_examples(load_split(task, cfg.data, "train", cfg.tfds_data_dir), task, tokenizer, cfg.max_length,
+                            cfg.buckets)
+    evals = {split: encode_examples(load_split(task, cfg.data, split, cfg.tfds_data_dir), task, tokenizer,
+                                    cfg.max_length, cfg.buckets) for split in task.validation_splits}
     steps_per_epoch = math.ceil(len(train.labels) / cfg.batch_size)
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
@@ -269,7 +276,8 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
 
 
 def predict(task_name: str, model_dir: str, data: str, out_dir: str, split: str | None = None,
-            max_length: int = 128, batch_size: int = 64, revision: str | None = None) -> list[str]:
+            max_length: int = 128, batch_size: int = 64, revision: str | None = None,
+            tfds_data_dir: str | None = None) -> list[str]:
     """Writes GLUE submission files for the test split(s) of `task_name` with the model in `model_dir` (a
     directory, or a Hub id at `revision`). Run as several processes, all predict together and process 0 writes."""
     maybe_initialize_distributed()
@@ -279,12 +287,13 @@ def predict(task_name: str, model_dir: str, data: str, out_dir: str, split: str 
     check_vocabulary(tokenizer.vocab_size, tokenizer.spm_path, model.config.vocab_size, model_dir)
     if model.config.num_labels != task.num_labels:
         raise ValueError(f"{model_dir} has {model.config.num_labels} labels; task {task.name} needs {task.num_labels}")
-    cfg = FinetuneConfig(task=task_name, model=model_dir, revision=revision, data=data, max_length=max_length,
-                         eval_batch_size=batch_size)
+    cfg = FinetuneConfig(task=task_name, model=model_dir, revision=revision, data=data, tfds_data_dir=tfds_data_dir,
+                         max_length=max_length, eval_batch_size=batch_size)
     evaluator = Evaluator(model, cfg, make_mesh(cfg.mesh.shape))
     written = []
     for test_split in ([split] if split else task.test_splits):
-        encoded = encode_examples(load_split(task, data, test_split), task, tokenizer, max_length, cfg.buckets)
+        encoded = encode_examples(load_split(task, data, test_split, tfds_data_dir), task, tokenizer, max_length,
+                                  cfg.buckets)
         preds, _, idx = evaluator.predict(params, encoded, test_split)
         if is_main_process():
             written.append(write_submission(task, idx, preds, out_dir, split=test_split))

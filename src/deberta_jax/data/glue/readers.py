@@ -17,6 +17,7 @@ import numpy as np
 
 from deberta_jax.data.glue.tasks import STSB_RANGE, GlueTask, check_split, get_task
 from deberta_jax.data.text_files import not_utf8_error
+from deberta_jax.data.tfds_source import prepared_data_source
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,18 +131,20 @@ def _decode(value) -> str:
 
 
 def load_tfds_split(task: str | GlueTask, split: str, data_dir: str | None = None) -> list[Example]:
-    """Reads `split` of `task` through `tfds.data_source` (array_record files; no TensorFlow needed).
+    """Reads `split` of `task` from tfds' GLUE builder (array_record files; no TensorFlow needed).
 
-    The dataset must already be prepared in `data_dir` (or tfds' default directory). tfds writes label -1 in test
-    splits; those become None. `Example.idx` is tfds' `idx` feature: the row in the split's file, except for MRPC's
-    train and validation splits, where it is the row in Microsoft's original training file.
+    The first read of a task downloads and prepares it in `data_dir` (tfds' default: $TFDS_DATA_DIR or
+    ~/tensorflow_datasets); see data/tfds_source.py. tfds writes label -1 in test splits; those become None.
+    `Example.idx` is tfds' `idx` feature: the row in the split's file, except for MRPC's train and validation
+    splits, where it is the row in Microsoft's original training file.
     """
     task = get_task(task)
     check_split(task, split)
-    import tensorflow_datasets as tfds
-    import tensorflow_datasets.text.glue  # noqa: F401  registers the builder, which `import tfds` leaves lazy
+    # Registers the builder. tfds' own lazy registry imports its dataset modules in a fixed order and stops at the
+    # first that fails to import (nearest_neighbors and d4rl need h5py), before it reaches text/glue.py.
+    import tensorflow_datasets.text.glue  # noqa: F401
 
-    source = tfds.data_source(task.tfds_name, split=split, data_dir=data_dir)
+    source = prepared_data_source(task.tfds_name, split, data_dir)
     examples = []
     for position in range(len(source)):
         record = source[position]
