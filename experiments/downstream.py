@@ -14,27 +14,46 @@ DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 TASK = "sst2"  # the VADER snippets are stored in SST-2's layout
 
 
-def task_split(split: str):
-    """The demo task's examples of `split` ("train" or "validation")."""
+def task_split(split: str, data: str = DATA):
+    """The demo task's examples of `split` ("train" or "validation"); `data` another copy in the same layout."""
     from deberta_jax.data.glue.readers import load_split
 
-    return load_split(TASK, DATA, split)
+    return load_split(TASK, data, split)
 
 
-def majority_accuracy() -> float:
+def write_label_subset(directory: str, labels: int, seed: int = 0) -> str:
+    """A copy of the demo task in `directory` whose train split keeps `labels` examples (a seeded random choice, in
+    the release's order) and whose dev split is whole: fewer labels, the same unlabelled text for pretraining."""
+    import random
+    import shutil
+
+    split_dir = os.path.join(directory, "SST-2")
+    os.makedirs(split_dir, exist_ok=True)
+    with open(os.path.join(DATA, "SST-2", "train.tsv"), encoding="utf-8") as f:
+        header, *rows = f.readlines()
+    if not 0 < labels <= len(rows):
+        raise ValueError(f"labels={labels}: the train split has {len(rows)} examples")
+    kept = sorted(random.Random(seed).sample(range(len(rows)), labels))
+    with open(os.path.join(split_dir, "train.tsv"), "w", encoding="utf-8") as f:
+        f.writelines([header] + [rows[i] for i in kept])
+    shutil.copyfile(os.path.join(DATA, "SST-2", "dev.tsv"), os.path.join(split_dir, "dev.tsv"))
+    return directory
+
+
+def majority_accuracy(data: str = DATA) -> float:
     """Dev accuracy of always answering the train split's most frequent label."""
-    train = [e.label for e in task_split("train")]
+    train = [e.label for e in task_split("train", data)]
     majority = max(set(train), key=train.count)
-    dev = [e.label for e in task_split("validation")]
+    dev = [e.label for e in task_split("validation", data)]
     return dev.count(majority) / len(dev)
 
 
-def tfidf_accuracy() -> dict:
+def tfidf_accuracy(data: str = DATA) -> dict:
     """Dev accuracy of TF-IDF (sublinear tf) + logistic regression (C=10), on word 1-2-grams and char 2-5-grams."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    train, dev = task_split("train"), task_split("validation")
+    train, dev = task_split("train", data), task_split("validation", data)
     out = {}
     for name, vectorizer in (("word_1_2gram", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
                              ("char_2_5gram", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5),
@@ -61,12 +80,14 @@ def has_checkpoint(workdir: str) -> bool:
     return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
 
 
-def finetune_export(model_dir: str, workdir: str, seed: int, epochs: float | None = None) -> dict:
-    """Fine-tunes the HF export in `model_dir` on the demo task with the tiny-cpu recipe (resuming a stopped run,
-    reading a finished one's metrics.json); returns its best and final dev accuracy and every evaluation."""
+def finetune_export(model_dir: str, workdir: str, seed: int, epochs: float | None = None, data: str = DATA,
+                    overrides: tuple = ()) -> dict:
+    """Fine-tunes the HF export in `model_dir` on the demo task (or its copy in `data`) with the tiny-cpu recipe and
+    `--set` overrides (resuming a stopped run, reading a finished one's metrics.json); returns its best and final
+    dev accuracy and every evaluation."""
     from deberta_jax.finetuning.train import finetune, finetune_config
 
-    cfg = finetune_config(TASK, model_dir, DATA, "tiny-cpu", [f"seed={seed}"] + (
+    cfg = finetune_config(TASK, model_dir, data, "tiny-cpu", [f"seed={seed}", *overrides] + (
         [f"epochs={epochs}"] if epochs is not None else []))
     finished = os.path.join(workdir, "metrics.json")
     if os.path.exists(finished):
