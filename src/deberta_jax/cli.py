@@ -102,6 +102,25 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_prepare_data(args) -> int:
+    from deberta_jax.data.prepared import TextFiles, TfdsText, prepare
+    from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
+
+    if bool(args.inputs) == bool(args.tfds):
+        raise UsageError("give text files or --tfds NAME, not both and not neither (see deberta-jax prepare-data --help)")
+    source = (TfdsText(args.tfds, args.tfds_split, args.tfds_text_key, args.tfds_data_dir) if args.tfds
+              else TextFiles.open(args.inputs))
+    manifest = prepare(source, DebertaV3Tokenizer.from_pretrained(args.tokenizer), args.seq_len, args.out,
+                       shards=args.shards, workers=args.workers, host_index=args.host_index,
+                       host_count=args.host_count)
+    if manifest is None:
+        print(f"this host's shards are in {args.out}; the manifest is written when every host's are")
+    else:
+        print(f"wrote {args.out}/manifest.json: {manifest['rows']} rows of {manifest['seq_len']} tokens, "
+              f"{manifest['tokens']} corpus tokens in {len(manifest['shards'])} shards")
+    return 0
+
+
 def cmd_train_tokenizer(args) -> int:
     from deberta_jax.tokenization.training import train_spm_tokenizer
 
@@ -214,6 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--split", default=None, help="default: the task's test split(s)")
     predict.add_argument("--max-length", type=int, default=128)
     predict.set_defaults(func=cmd_predict)
+
+    prep = sub.add_parser("prepare-data", help="tokenize and pack a corpus once into sharded ArrayRecord files "
+                          "(data.prepared=DIR of pretrain reads them)")
+    prep.add_argument("inputs", nargs="*", help="text files (.txt / .txt.gz), documents separated by blank lines")
+    prep.add_argument("--tfds", metavar="NAME", help="or a tensorflow-datasets text dataset, e.g. wikipedia/20230601.en")
+    prep.add_argument("--tfds-split", default="train")
+    prep.add_argument("--tfds-text-key", default="text")
+    prep.add_argument("--tfds-data-dir", help="where the tfds dataset is prepared and read")
+    prep.add_argument("--tokenizer", required=True, help="spm.model or a directory holding it")
+    prep.add_argument("--seq-len", type=_positive_int, required=True)
+    prep.add_argument("--out", required=True, help="the prepared directory")
+    prep.add_argument("--shards", type=_positive_int, default=16, help="shards of the whole corpus (at most one per "
+                      "document); keep it the same across hosts and reruns")
+    prep.add_argument("--workers", type=_positive_int, default=1, help="tokenizing processes on this host")
+    prep.add_argument("--host-index", type=int, default=0, help="this host prepares shards i with i %% host-count "
+                      "== host-index")
+    prep.add_argument("--host-count", type=_positive_int, default=1)
+    prep.set_defaults(func=cmd_prepare_data)
 
     tok = sub.add_parser("train-tokenizer", help="train a DeBERTa-v3 style sentencepiece model on text files")
     tok.add_argument("inputs", nargs="+")

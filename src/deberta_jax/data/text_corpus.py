@@ -113,14 +113,16 @@ def _save_atomically(path: str, array: np.ndarray) -> None:
         raise
 
 
-def tfds_documents(name: str, split: str, text_key: str = "text", data_dir: str | None = None) -> Iterator[str]:
-    """Yields the non-blank `text_key` strings of a tensorflow-datasets text dataset (e.g. "wikipedia/20230601.en").
+def tfds_documents(name: str, split: str, text_key: str = "text", data_dir: str | None = None, start: int = 0,
+                   stop: int | None = None) -> Iterator[str]:
+    """Yields the non-blank `text_key` strings of examples [start, stop) (all by default) of a tensorflow-datasets
+    text dataset (e.g. "wikipedia/20230601.en").
 
     Reads array_record files, which needs no TensorFlow; the first read prepares the dataset in `data_dir` (tfds'
     default directory if None), see data/tfds_source.py.
     """
     source = prepared_data_source(name, split, data_dir)
-    for index in range(len(source)):
+    for index in range(start, len(source) if stop is None else min(stop, len(source))):
         example = source[index]
         if text_key not in example:
             raise ValueError(f"text_key={text_key!r} is not a feature of {name}; it has {sorted(example)}")
