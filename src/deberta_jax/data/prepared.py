@@ -181,6 +181,12 @@ def _prepare_shard(job: _ShardJob) -> dict:
     return info
 
 
+def preparation_plan(source: TextFiles | TfdsText, tokenizer: DebertaV3Tokenizer, seq_len: int, shards: int) -> str:
+    """sha256 of everything that decides the rows: format, tokenizer, seq_len, shard count and the corpus."""
+    return hashlib.sha256(json.dumps([FORMAT, VERSION, tokenizer_fingerprint(tokenizer), seq_len, shards,
+                                      source.describe()], sort_keys=True).encode()).hexdigest()
+
+
 def prepare(source: TextFiles | TfdsText, tokenizer: DebertaV3Tokenizer, seq_len: int, out_dir: str | os.PathLike,
             shards: int = 16, workers: int = 1, host_index: int = 0, host_count: int = 1,
             log=print) -> dict | None:
@@ -204,8 +210,7 @@ def prepare(source: TextFiles | TfdsText, tokenizer: DebertaV3Tokenizer, seq_len
         raise ValueError(f"the corpus has no documents: {_corpus_name(source)}")
     count = min(shards, n_documents)
     fingerprint = tokenizer_fingerprint(tokenizer)
-    plan = hashlib.sha256(json.dumps([FORMAT, VERSION, fingerprint, seq_len, count, source.describe()],
-                                     sort_keys=True).encode()).hexdigest()
+    plan = preparation_plan(source, tokenizer, seq_len, count)
     bounds = [i * n_documents // count for i in range(count + 1)]
     todo = []
     for index in range(host_index, count, host_count):

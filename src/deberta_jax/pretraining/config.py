@@ -37,14 +37,19 @@ class CorpusSection(Section):
     tfds_dataset: str | None = None      # or a tensorflow-datasets text dataset
     tfds_split: str = "train"
     tfds_text_key: str = "text"
+    prepared: str | None = None          # or a directory of `deberta-jax prepare-data` (read through grain)
     tokenizer: str | None = None         # spm.model or a directory; trained on the corpus when None
     tokenizer_vocab_size: int = 8000
     seq_len: int = 128
     batch_size: int = 32
     grad_accum_steps: int = 1
+    read_threads: int = 2                # grain's reading threads per process
+    read_workers: int = 0                # grain's reading processes per process (0: none, read in this process)
 
     def checks(self):
         return [(self.seq_len >= 8, "seq_len", "must be >= 8"),
+                (self.read_threads >= 1, "read_threads", "must be >= 1"),
+                (self.read_workers >= 0, "read_workers", "must be >= 0"),
                 (self.batch_size >= 1, "batch_size", "must be >= 1"),
                 (self.grad_accum_steps >= 1 and self.batch_size % self.grad_accum_steps == 0, "grad_accum_steps",
                  "must divide batch_size"),
@@ -104,8 +109,10 @@ class PretrainConfig(Section):
     def checks(self):
         return [(self.objective in ("mlm", "rtd"), "objective", "must be 'mlm' or 'rtd'"),
                 (self.steps >= 1, "steps", "must be >= 1"),
-                (bool(self.data.corpus) != bool(self.data.tfds_dataset), "data.corpus",
-                 "give exactly one of data.corpus and data.tfds_dataset")]
+                (sum(map(bool, (self.data.corpus, self.data.tfds_dataset, self.data.prepared))) == 1, "data.corpus",
+                 "give exactly one of data.corpus, data.tfds_dataset and data.prepared"),
+                (not self.data.prepared or self.data.tokenizer, "data.tokenizer",
+                 "data.prepared needs the tokenizer it was prepared with")]
 
 
 def load_pretrain_config(name_or_file: str, overrides: typing.Sequence[str] = ()) -> PretrainConfig:

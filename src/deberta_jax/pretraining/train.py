@@ -17,9 +17,9 @@ import numpy as np
 from deberta_jax.config import DebertaConfig, preset
 from deberta_jax.conversion.hf_checkpoint import save_pretrained
 from deberta_jax.conversion.model_card import write_pretraining_cards
-from deberta_jax.data.batching import BatchIterator
 from deberta_jax.data.masking import mask_batch
-from deberta_jax.data.text_corpus import PackedSequences, tokenize_corpus, tokenize_documents, tfds_documents
+from deberta_jax.data.prepared import MANIFEST, TextFiles, TfdsText, prepare, preparation_plan
+from deberta_jax.data.prepared_batches import PreparedBatches
 from deberta_jax.data.token_ids import check_token_ids, check_vocabulary
 from deberta_jax.distributed import (
     all_processes_reach, global_arrays, host_copy, is_main_process, maybe_initialize_distributed,
@@ -52,26 +52,27 @@ def load_tokenizer(cfg: PretrainConfig, workdir: str) -> DebertaV3Tokenizer:
     trained = os.path.join(workdir, "tokenizer")
     if is_main_process() and not os.path.exists(os.path.join(trained, "spm.model")):
         if not cfg.data.corpus:
-            raise ValueError("training a tokenizer needs a text corpus; set data.tokenizer=PATH for a tfds dataset")
+            raise ValueError("training a tokenizer needs a text corpus; set data.tokenizer=PATH for a tfds dataset "
+                             "or prepared data")
         log.info("training a %d-piece sentencepiece model on the corpus", cfg.data.tokenizer_vocab_size)
         train_spm_tokenizer(list(cfg.data.corpus), trained, cfg.data.tokenizer_vocab_size)
     all_processes_reach("tokenizer trained")
     return DebertaV3Tokenizer.from_pretrained(trained)
 
 
-def load_tokens(cfg: PretrainConfig, tokenizer: DebertaV3Tokenizer, workdir: str) -> np.ndarray:
-    """The corpus as token ids; process 0 tokenizes a corpus into the workdir's cache, the others then read it."""
-    first = is_main_process()
-    if cfg.data.corpus:
-        def tokens():
-            return tokenize_corpus(list(cfg.data.corpus), tokenizer, cache_dir=os.path.join(workdir, "cache"),
-                                   progress=first)
-
-        ids = tokens() if first else None
-        all_processes_reach("corpus tokenized")
-        return ids if first else tokens()
-    documents = tfds_documents(cfg.data.tfds_dataset, cfg.data.tfds_split, text_key=cfg.data.tfds_text_key)
-    return tokenize_documents(documents, tokenizer, progress=first)
+def prepared_directory(cfg: PretrainConfig, tokenizer: DebertaV3Tokenizer, workdir: str) -> str:
+    """data.prepared, or the corpus prepared on first use into workdir/prepared/KEY by process 0 (one shard, so the
+    rows are `PackedSequences` of the whole corpus; `deberta-jax prepare-data` does it with workers and hosts)."""
+    if cfg.data.prepared:
+        return cfg.data.prepared
+    source = (TextFiles.open(cfg.data.corpus) if cfg.data.corpus else
+              TfdsText(cfg.data.tfds_dataset, cfg.data.tfds_split, cfg.data.tfds_text_key))
+    # Keyed by the preparation, as a cache: a workdir may see another tokenizer or seq_len before its first checkpoint.
+    out = os.path.join(workdir, "prepared", preparation_plan(source, tokenizer, cfg.data.seq_len, 1)[:16])
+    if is_main_process() and not os.path.exists(os.path.join(out, MANIFEST)):
+        prepare(source, tokenizer, cfg.data.seq_len, out, shards=1, log=log.info)
+    all_processes_reach("corpus prepared")
+    return out
 
 
 def model_config(cfg: PretrainConfig, tokenizer: DebertaV3Tokenizer) -> DebertaConfig:
@@ -108,7 +109,7 @@ class PretrainBatches:
     of processes, masks exactly as before.
     """
 
-    def __init__(self, cfg: PretrainConfig, iterator: BatchIterator, tokenizer: DebertaV3Tokenizer, mode: str,
+    def __init__(self, cfg: PretrainConfig, iterator: PreparedBatches, tokenizer: DebertaV3Tokenizer, mode: str,
                  sharding):
         self.cfg, self.iterator, self.tokenizer, self.mode, self.sharding = cfg, iterator, tokenizer, mode, sharding
         self.special = {tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.unk_id, tokenizer.mask_id}
@@ -177,16 +178,16 @@ def pretrain(cfg: PretrainConfig, workdir: str, resume: bool = False, progress: 
     check_resume(workdir, checkpoints, resume)
 
     tokenizer = load_tokenizer(cfg, workdir)
-    dataset = PackedSequences(load_tokens(cfg, tokenizer, workdir), cfg.data.seq_len, tokenizer.cls_id,
-                              tokenizer.sep_id, tokenizer.pad_id)
+    prepared = prepared_directory(cfg, tokenizer, workdir)
     model_cfg = model_config(cfg, tokenizer)
     check_vocabulary(tokenizer.vocab_size, tokenizer.spm_path, model_cfg.vocab_size,
                      f"{cfg.model.preset} (with model.overrides {cfg.model.overrides})")
     model, loss_fn, init_args, mode = build_objective(cfg, model_cfg)
     mesh = make_mesh(cfg.mesh.shape)
     check_batch_divides(cfg.data.micro_batch_size, mesh, "micro-batch (data.batch_size / data.grad_accum_steps)")
-    iterator = BatchIterator(dataset, cfg.data.batch_size, cfg.seed, process_index=jax.process_index(),
-                             process_count=jax.process_count())
+    iterator = PreparedBatches(prepared, cfg.data.batch_size, cfg.seed, tokenizer=tokenizer, seq_len=cfg.data.seq_len,
+                               process_index=jax.process_index(), process_count=jax.process_count(),
+                               read_threads=cfg.data.read_threads, read_workers=cfg.data.read_workers)
     schedule, optimizer = pretrain_optimizer(cfg)
     state, shardings = create_train_state(model, init_args, optimizer, cfg.seed, mesh)
     start = 0
