@@ -45,7 +45,7 @@ def test_finetune_recipe_sections_merge_onto_finetuning_defaults():
     ("learning_rate", r"expected key=value"),
     ("loop.keep_checkpoints=0", r"keep_checkpoints=0: must be >= 1"),
     ("mesh.shape=[2,2]", r"PretrainConfig.mesh.shape=\(2, 2\)"),
-    ("data.corpus=[]", r"PretrainConfig.data.corpus=\(\): give exactly one of data.corpus and data.tfds_dataset"),
+    ("data.corpus=[]", r"PretrainConfig.data.corpus=\(\): give exactly one of data.corpus, data.tfds_dataset and data.prepared"),
 ])
 def test_each_bad_override_is_one_config_error_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -1,4 +1,4 @@
-"""Corpus reading, tokenizer training, token-stream cache, sequence packing and resumable multi-process batching.
+"""Corpus reading, tokenizer training, the token stream and sequence packing (batching: prepared_data_test.py).
 
 Exact checks use small synthetic files; the bundled KJV corpus (deberta_jax/corpora/kjv.txt.gz) checks facts of the real
 text (1,189 chapters) and invariants on a slice of it.
@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from deberta_jax.data.batching import BatchIterator
-from deberta_jax.data.text_corpus import (PackedSequences, read_documents, tfds_documents, tokenize_corpus,
-                                          tokenize_documents)
+from deberta_jax.data.text_corpus import PackedSequences, read_documents, tokenize_documents
 from deberta_jax.recipes import bundled_corpus
 from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
 from deberta_jax.tokenization.training import train_spm_tokenizer
@@ -133,13 +131,13 @@ def test_stream_is_each_document_then_sep(tokenizer, tmp_path):
     path = write(tmp_path / "c.txt", "In the beginning\nGod created\n\n\nthe heaven\n")
     expected = (tokenizer.encode("In the beginning God created") + [tokenizer.sep_id]
                 + tokenizer.encode("the heaven") + [tokenizer.sep_id])
-    tokens = tokenize_corpus([path], tokenizer, progress=False)
+    tokens = tokenize_documents(read_documents([path]), tokenizer, progress=False)
     assert tokens.dtype == np.int32 and tokens.ndim == 1
     assert tokens.tolist() == expected
 
 
 def test_stream_of_the_kjv_slice_has_one_sep_per_chapter(kjv_slice, tokenizer):
-    tokens = tokenize_corpus([kjv_slice["gz"]], tokenizer, progress=False)
+    tokens = tokenize_documents(read_documents([kjv_slice["gz"]]), tokenizer, progress=False)
     sep = np.flatnonzero(tokens == tokenizer.sep_id)
     assert len(sep) == N_SLICE and sep[-1] == len(tokens) - 1
     assert tokenizer.decode(tokens[:sep[0]]) == kjv_slice["chapters"][0]
@@ -148,38 +146,13 @@ def test_stream_of_the_kjv_slice_has_one_sep_per_chapter(kjv_slice, tokenizer):
 
 def test_empty_corpus_is_an_error(tokenizer, tmp_path):
     with pytest.raises(ValueError, match="no tokens"):
-        tokenize_corpus([write(tmp_path / "blank.txt", "\n \n\t\n")], tokenizer, progress=False)
+        tokenize_documents(read_documents([write(tmp_path / "blank.txt", "\n \n\t\n")]), tokenizer, progress=False)
 
 
 def test_progress_bar_counts_documents(tokenizer, capsys):
     tokenize_documents(["a b", "c d", "e"], tokenizer, progress=True)
     err = capsys.readouterr().err
     assert "3/3" in err and "documents/s" in err
-
-
-def test_cache_is_reused_and_keyed_on_files_and_tokenizer(kjv_slice, tokenizer, tmp_path, monkeypatch):
-    cache = tmp_path / "cache"
-    fresh = tokenize_corpus([kjv_slice["txt"]], tokenizer, cache_dir=cache, progress=False)
-    files = sorted(os.listdir(cache))
-    assert len(files) == 1 and files[0].startswith("tokens-") and files[0].endswith(".npy")
-
-    def no_tokenizing(text):
-        raise AssertionError("tokenized again despite the cache")
-
-    monkeypatch.setattr(tokenizer, "encode", no_tokenizing)
-    cached = tokenize_corpus([kjv_slice["txt"]], tokenizer, cache_dir=cache, progress=False)
-    assert isinstance(cached, np.memmap) and cached.dtype == np.int32
-    np.testing.assert_array_equal(cached, fresh)
-    monkeypatch.undo()
-
-    # Another file, or the same model with other settings, gets its own entry.
-    other = write(tmp_path / "other.txt", "the heaven and the earth")
-    tokenize_corpus([other], tokenizer, cache_dir=cache, progress=False)
-    lower = DebertaV3Tokenizer(tokenizer.spm_path, do_lower_case=True)
-    tokenize_corpus([other], lower, cache_dir=cache, progress=False)
-    os.utime(other, ns=(0, 10**18))
-    tokenize_corpus([other], tokenizer, cache_dir=cache, progress=False)
-    assert len(os.listdir(cache)) == 4  # and no temporary files left behind
 
 
 # ---------------------------------------------------------------------------------------------- packing
@@ -208,7 +181,7 @@ def test_packing_boundaries_by_hand():
 
 
 def test_packed_rows_reassemble_the_stream(kjv_slice, tokenizer):
-    tokens = tokenize_corpus([kjv_slice["gz"]], tokenizer, progress=False)
+    tokens = tokenize_documents(read_documents([kjv_slice["gz"]]), tokenizer, progress=False)
     packed = PackedSequences(tokens, 64, tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
     ids, mask = packed.batch(np.arange(len(packed)))
     assert ids.shape == mask.shape == (-(-len(tokens) // 62), 64)
@@ -226,111 +199,3 @@ def test_packed_rows_reassemble_the_stream(kjv_slice, tokenizer):
 def test_packing_rejects_bad_arguments(tokens, seq_len, match):
     with pytest.raises(ValueError, match=match):
         PackedSequences(tokens, seq_len, CLS, SEP, PAD)
-
-
-# ---------------------------------------------------------------------------------------------- batching
-def numbered_rows(n_rows, seq_len=5):
-    """Rows whose first real token is 100 + row index (body of seq_len - 2 tokens per row)."""
-    body = seq_len - 2
-    stream = np.repeat(np.arange(100, 100 + n_rows), body)
-    return PackedSequences(stream, seq_len, CLS, SEP, PAD)
-
-
-def take(iterator, n):
-    return [next(iterator) for _ in range(n)]
-
-
-def test_batches_follow_the_seeded_permutation_and_drop_the_tail():
-    dataset = numbered_rows(23)
-    iterator = BatchIterator(dataset, global_batch_size=4, seed=7)
-    assert iterator.steps_per_epoch == 5
-    batches = take(iterator, 12)
-    for epoch in (0, 1):
-        order = np.random.default_rng([7, epoch]).permutation(23)
-        seen = np.concatenate([b["example_index"] for b in batches[5 * epoch:5 * epoch + 5]])
-        np.testing.assert_array_equal(seen, order[:20])
-    np.testing.assert_array_equal(batches[10]["example_index"], np.random.default_rng([7, 2]).permutation(23)[:4])
-    for batch in batches:
-        assert batch["input_ids"].shape == batch["attention_mask"].shape == (4, 5)
-        assert batch["example_index"].dtype == np.int64
-        np.testing.assert_array_equal(batch["input_ids"][:, 1], 100 + batch["example_index"])
-
-    plain = BatchIterator(dataset, global_batch_size=4, seed=7, shuffle=False)
-    np.testing.assert_array_equal(np.concatenate([b["example_index"] for b in take(plain, 6)]),
-                                  np.r_[np.arange(20), np.arange(4)])
-
-
-@pytest.mark.parametrize("steps_before", [0, 1, 4, 5, 11])
-def test_restored_iterator_continues_exactly(steps_before):
-    dataset = numbered_rows(23)
-    original = BatchIterator(dataset, 4, seed=3)
-    take(original, steps_before)
-    state = json.loads(json.dumps(original.get_state()))
-    restored = BatchIterator(dataset, 4, seed=3)
-    restored.set_state(state)
-    for expected, got in zip(take(original, 8), take(restored, 8)):
-        for key in expected:
-            np.testing.assert_array_equal(got[key], expected[key])
-
-
-def test_processes_split_each_global_batch():
-    dataset = numbered_rows(50)
-    single = BatchIterator(dataset, 8, seed=1)
-    shards = [BatchIterator(dataset, 8, seed=1, process_index=p, process_count=4) for p in range(4)]
-    for _ in range(13):  # across two epoch boundaries
-        whole = next(single)
-        parts = [next(shard) for shard in shards]
-        assert all(part["input_ids"].shape == (2, 5) for part in parts)
-        for key in whole:
-            np.testing.assert_array_equal(np.concatenate([part[key] for part in parts]), whole[key])
-
-
-def test_state_restores_onto_another_process_count():
-    dataset = numbered_rows(50)
-    single = BatchIterator(dataset, 8, seed=1)
-    take(single, 9)
-    state = single.get_state()
-    halves = [BatchIterator(dataset, 8, seed=1, process_index=p, process_count=2) for p in range(2)]
-    for half in halves:
-        half.set_state(state)
-    expected = next(single)["example_index"]
-    np.testing.assert_array_equal(np.concatenate([next(h)["example_index"] for h in halves]), expected)
-
-
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(global_batch_size=6, process_count=4), "not divisible"),
-    (dict(global_batch_size=32), "fewer than one global batch"),
-    (dict(process_index=2, process_count=2), "process_index=2"),
-    (dict(global_batch_size=0), "global_batch_size=0"),
-])
-def test_batching_rejects_bad_arguments(kwargs, match):
-    args = dict(dataset=numbered_rows(20), global_batch_size=4, seed=0)
-    args.update(kwargs)
-    with pytest.raises(ValueError, match=match):
-        BatchIterator(**args)
-
-
-@pytest.mark.parametrize("change, match", [(dict(seed=1), "seed"), (dict(global_batch_size=8), "global_batch_size"),
-                                           (dict(dataset_size=21), "dataset_size"),
-                                           (dict(batch_in_epoch=5), "batch_in_epoch")])
-def test_state_from_another_run_is_rejected(change, match):
-    iterator = BatchIterator(numbered_rows(20), 4, seed=0)
-    state = {**iterator.get_state(), **change}
-    with pytest.raises(ValueError, match=match):
-        iterator.set_state(state)
-
-
-# ---------------------------------------------------------------------------------------------- tfds
-def test_tfds_documents_through_a_mocked_data_source():
-    tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
-        source = tfds.data_source("lm1b", split="train")
-        expected = [source[i]["text"] for i in range(len(source))]
-        documents = list(tfds_documents("lm1b", "train"))
-        with pytest.raises(ValueError, match="text_key='content'"):
-            next(tfds_documents("lm1b", "train", text_key="content"))
-    assert documents == [text for text in expected if text.strip()] and len(documents) >= 1
-    # Real array_record sources give Text features as bytes.
-    rows = [{"text": "Amen".encode()}, {"text": b" \n "}, {"text": "caf\u00e9".encode()}]
-    with tfds.testing.mock_data(as_data_source_fn=lambda builder, split, **kwargs: rows):
-        assert list(tfds_documents("lm1b", "train")) == ["Amen", "caf\u00e9"]

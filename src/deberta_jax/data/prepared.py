@@ -20,6 +20,7 @@ when complete; a rerun skips complete shards, so an interrupted preparation cont
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -29,9 +30,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from deberta_jax.data.text_corpus import PackedSequences, existing_files, read_documents, tfds_documents, \
-    tokenize_documents
-from deberta_jax.data.text_files import text_lines
+from deberta_jax.data.text_corpus import PackedSequences, existing_files, read_documents, tokenize_documents
 from deberta_jax.data.tfds_source import prepared_data_source
 from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
 
@@ -77,21 +76,43 @@ class TextFiles:
 
 @dataclasses.dataclass(frozen=True)
 class TfdsText:
-    """The `text_key` strings of a tensorflow-datasets split (blank ones skipped), by example index."""
+    """The non-blank `text_key` strings of a tensorflow-datasets split (e.g. "wikipedia/20230601.en"), by example.
+
+    Reads array_record files, which needs no TensorFlow; the first use prepares the dataset in `data_dir` (tfds'
+    default directory if None), see data/tfds_source.py. In a run of several JAX processes every process must
+    first call `len()` (process 0 prepares, the others wait); the opened source is kept, so later calls do not wait.
+    """
 
     name: str
     split: str
     text_key: str = "text"
     data_dir: str | None = None
 
+    @functools.cached_property
+    def _source(self):
+        return prepared_data_source(self.name, self.split, self.data_dir)
+
+    def __getstate__(self) -> dict:  # a worker process opens the source itself
+        return {k: v for k, v in self.__dict__.items() if k != "_source"}
+
     def __len__(self) -> int:
-        return len(prepared_data_source(self.name, self.split, self.data_dir))
+        return len(self._source)
 
     def describe(self) -> dict:
         return {"tfds": self.name, "split": self.split, "text_key": self.text_key, "examples": len(self)}
 
     def documents(self, start: int, stop: int) -> Iterator[str]:
-        return tfds_documents(self.name, self.split, self.text_key, self.data_dir, start=start, stop=stop)
+        """The texts of examples [start, stop), blank ones skipped."""
+        for index in range(start, min(stop, len(self))):
+            example = self._source[index]
+            if self.text_key not in example:
+                raise ValueError(f"text_key={self.text_key!r} is not a feature of {self.name}; it has "
+                                 f"{sorted(example)}")
+            text = example[self.text_key]
+            if isinstance(text, (bytes, np.bytes_)):
+                text = text.decode("utf-8")
+            if text.strip():
+                yield text
 
 
 # ---------------------------------------------------------------------------------------------- fingerprints
@@ -152,10 +173,8 @@ def _prepare_shard(job: _ShardJob) -> dict:
             documents += 1
             yield document
 
-    try:
-        tokens = tokenize_documents(counted(), tokenizer, progress=False)
-    except ValueError:  # no tokens in this shard's documents: an empty shard (the corpus as a whole is checked)
-        tokens = np.zeros(0, np.int32)
+    # A shard without tokens is empty; the corpus as a whole is checked once every shard is done.
+    tokens = tokenize_documents(counted(), tokenizer, progress=False, allow_empty=True)
     final = os.path.join(job.out_dir, name + ".array_record")
     tmp = os.path.join(job.out_dir, f".{name}.array_record.tmp{os.getpid()}")
     # group_size:1: each row is its own compressed chunk, so a random read decodes one row.

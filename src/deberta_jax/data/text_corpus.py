@@ -1,23 +1,20 @@
 """Text corpora -> one token stream -> fixed-length packed sequences for pretraining.
 
 A corpus is a list of `.txt` / `.txt.gz` files (documents separated by blank lines) or a tensorflow-datasets text
-dataset. Documents are tokenized once into a flat int32 stream with [SEP] after each document, cached on disk, and
-cut into `[CLS] chunk [SEP]` rows of `seq_len` tokens.
+dataset (data/prepared.py). Documents are tokenized into a flat int32 stream with [SEP] after each document and cut
+into `[CLS] chunk [SEP]` rows of `seq_len` tokens; data/prepared.py writes the rows to disk once, shard by shard.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
-import tempfile
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from deberta_jax.data.text_files import text_lines
-from deberta_jax.data.tfds_source import prepared_data_source
 
 if TYPE_CHECKING:
     from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
@@ -55,82 +52,20 @@ def read_documents(paths: Sequence[str | os.PathLike]) -> Iterator[str]:
             yield " ".join(lines)
 
 
-def tokenize_documents(documents: Iterable[str], tokenizer: "DebertaV3Tokenizer", progress: bool = True) -> np.ndarray:
-    """Token stream [total_tokens] int32: each document's ids followed by [SEP]; documents without tokens skipped."""
+def tokenize_documents(documents: Iterable[str], tokenizer: "DebertaV3Tokenizer", progress: bool = True,
+                       allow_empty: bool = False) -> np.ndarray:
+    """Token stream [total_tokens] int32: each document's ids followed by [SEP]; documents without tokens skipped.
+    No tokens at all raise ValueError, or give an empty stream with `allow_empty` (one shard of a corpus)."""
     pieces = []
     for document in tqdm(documents, desc="tokenizing", unit="documents", disable=not progress):
         ids = tokenizer.encode(document)
         if ids:
             pieces.append(np.asarray(ids + [tokenizer.sep_id], np.int32))
     if not pieces:
+        if allow_empty:
+            return np.zeros(0, np.int32)
         raise ValueError("the corpus has no tokens: no documents, or none with text")
     return np.concatenate(pieces)
-
-
-def corpus_cache_key(paths: Sequence[str | os.PathLike], tokenizer: "DebertaV3Tokenizer") -> str:
-    """sha256 over each file's absolute name, size and mtime, and the tokenizer's model and settings."""
-    digest = hashlib.sha256()
-    for path in existing_files(paths):
-        stat = os.stat(path)
-        digest.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
-    with open(tokenizer.spm_path, "rb") as f:
-        digest.update(f.read())
-    # Lower-casing and the normaliser change the ids of the same model file.
-    digest.update(f"\0{tokenizer.do_lower_case}\0{tokenizer.normalization}".encode())
-    return digest.hexdigest()
-
-
-def tokenize_corpus(paths: Sequence[str | os.PathLike], tokenizer: "DebertaV3Tokenizer",
-                    cache_dir: str | os.PathLike | None = None, progress: bool = True) -> np.ndarray:
-    """Token stream [total_tokens] int32 of the documents in `paths` (see `tokenize_documents`).
-
-    With `cache_dir`, the stream is stored as `cache_dir/tokens-<corpus_cache_key>.npy` and later calls with the same
-    files and tokenizer memory-map it (read-only) instead of tokenizing again.
-    """
-    paths = existing_files(paths)
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = os.path.join(os.fspath(cache_dir), f"tokens-{corpus_cache_key(paths, tokenizer)}.npy")
-        if os.path.exists(cache_file):
-            return np.load(cache_file, mmap_mode="r")
-    tokens = tokenize_documents(read_documents(paths), tokenizer, progress)
-    if cache_file is not None:
-        _save_atomically(cache_file, tokens)
-    return tokens
-
-
-def _save_atomically(path: str, array: np.ndarray) -> None:
-    # Several processes may build the same cache at once; a reader must never see a half-written file.
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tokens-", suffix=".npy.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def tfds_documents(name: str, split: str, text_key: str = "text", data_dir: str | None = None, start: int = 0,
-                   stop: int | None = None) -> Iterator[str]:
-    """Yields the non-blank `text_key` strings of examples [start, stop) (all by default) of a tensorflow-datasets
-    text dataset (e.g. "wikipedia/20230601.en").
-
-    Reads array_record files, which needs no TensorFlow; the first read prepares the dataset in `data_dir` (tfds'
-    default directory if None), see data/tfds_source.py.
-    """
-    source = prepared_data_source(name, split, data_dir)
-    for index in range(start, len(source) if stop is None else min(stop, len(source))):
-        example = source[index]
-        if text_key not in example:
-            raise ValueError(f"text_key={text_key!r} is not a feature of {name}; it has {sorted(example)}")
-        text = example[text_key]
-        if isinstance(text, (bytes, np.bytes_)):
-            text = text.decode("utf-8")
-        if text.strip():
-            yield text
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -65,9 +65,10 @@ def prepared_directory(cfg: PretrainConfig, tokenizer: DebertaV3Tokenizer, workd
     rows are `PackedSequences` of the whole corpus; `deberta-jax prepare-data` does it with workers and hosts)."""
     if cfg.data.prepared:
         return cfg.data.prepared
-    source = (TextFiles.open(cfg.data.corpus) if cfg.data.corpus else
+    source = (TextFiles.open(list(cfg.data.corpus)) if cfg.data.corpus else
               TfdsText(cfg.data.tfds_dataset, cfg.data.tfds_split, cfg.data.tfds_text_key))
     # Keyed by the preparation, as a cache: a workdir may see another tokenizer or seq_len before its first checkpoint.
+    # len(): every process, before process 0 prepares (a tfds split is prepared on first use, see TfdsText).
     out = os.path.join(workdir, "prepared", preparation_plan(source, tokenizer, cfg.data.seq_len, 1)[:16])
     if is_main_process() and not os.path.exists(os.path.join(out, MANIFEST)):
         prepare(source, tokenizer, cfg.data.seq_len, out, shards=1, log=log.info)
