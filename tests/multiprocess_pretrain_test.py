@@ -98,3 +98,47 @@ def test_kill_9_of_one_process_then_resume_trains_as_an_uninterrupted_run(tmp_pa
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert f"resumed from step {checkpointed}" in resumed.stdout
     np.testing.assert_array_equal(_losses(workdir), _losses(tmp_path / "straight"))
+
+
+# Loaded by every process of the launch below (sitecustomize runs at interpreter start): each records the example
+# indices of the rows it reads, per step, without a hook in the library.
+_RECORD_ROWS = '''
+import json, os
+from deberta_jax.data import prepared_batches
+
+_next = prepared_batches.PreparedBatches.__next__
+
+def _recording_next(self):
+    batch = _next(self)
+    with open(os.path.join(os.environ["ROWS_DIR"], f"rows-{os.environ['JAX_PROCESS_ID']}.jsonl"), "a") as f:
+        f.write(json.dumps(batch["example_index"].tolist()) + "\\n")
+    return batch
+
+prepared_batches.PreparedBatches.__next__ = _recording_next
+'''
+
+
+def test_two_processes_read_disjoint_blocks_of_each_prepared_global_batch(tmp_path):
+    from deberta_jax.data.prepared import TextFiles, prepare
+    from deberta_jax.data.prepared_batches import PreparedBatches
+    from deberta_jax.recipes import bundled_corpus
+    from deberta_jax.tokenization.training import train_spm_tokenizer
+
+    tokenizer = train_spm_tokenizer([bundled_corpus()], str(tmp_path / "tokenizer"), 500)
+    prepare(TextFiles.open([bundled_corpus()]), tokenizer, 32, tmp_path / "prepared", shards=3, log=lambda *a: None)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_RECORD_ROWS)
+    env = {**os.environ, "ROWS_DIR": str(tmp_path), "PYTHONPATH": os.pathsep.join(
+        [str(hook)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    command = _command(tmp_path / "run", 2, 2, steps=4, checkpoint_every=4) + [
+        "--set", "data.corpus=[]", "--set", f"data.prepared={tmp_path / 'prepared'}", "--set",
+        f"data.tokenizer={tmp_path / 'tokenizer'}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-3000:]
+    rows = [[json.loads(line) for line in open(tmp_path / f"rows-{p}.jsonl")] for p in range(2)]
+    assert len(rows[0]) == len(rows[1]) == 4  # one batch per step
+    expected = PreparedBatches(tmp_path / "prepared", 8, seed=0)  # tiny_cpu's seed, one process
+    for first, second in zip(rows[0][:4], rows[1][:4]):
+        assert len(first) == len(second) == 4 and not set(first) & set(second)
+        assert first + second == next(expected)["example_index"].tolist()
