@@ -3,19 +3,19 @@ host batch in finetune / predict / pretrain, and the opt-in device check of `che
 
 import dataclasses
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from array_record.python.array_record_module import ArrayRecordWriter
 from jax.experimental import checkify
 
 from deberta_jax.cli import main as cli
 from deberta_jax.config import preset
 from deberta_jax.config_tree import apply_overrides, from_dict
 from deberta_jax.conversion.hf_checkpoint import load_pretrained, save_pretrained
-from deberta_jax.data.text_corpus import corpus_cache_key
+from deberta_jax.data.prepared import TextFiles, prepare
 from deberta_jax.data.token_ids import check_token_ids, check_vocabulary
 from deberta_jax.finetuning import train as finetune_train
 from deberta_jax.model.checked import checked_apply
@@ -140,14 +140,21 @@ def test_pretraining_refuses_a_model_vocabulary_smaller_than_the_tokenizer(tiny,
 
 
 def test_pretraining_checks_the_ids_of_every_batch(tiny, tmp_path):
-    """A token cache that does not belong to the tokenizer (here: every id too large) stops the run at step 1."""
+    """Prepared rows whose ids do not fit the tokenizer (here: a shard rewritten with every id too large, the
+    manifest left as it was) stop the run at step 1."""
     root, tokenizer = tiny
-    cache = tmp_path / "cache" / f"tokens-{corpus_cache_key([str(root / 'corpus.txt')], tokenizer)}.npy"
-    os.makedirs(cache.parent)
-    np.save(cache, np.full(200, tokenizer.vocab_size + 7, np.int32))
+    prepared = tmp_path / "prepared"
+    manifest = prepare(TextFiles.open([str(root / "corpus.txt")]), tokenizer, 16, prepared, shards=1,
+                       log=lambda *a: None)
+    shard = str(prepared / manifest["shards"][0]["file"])
+    writer = ArrayRecordWriter(shard, "group_size:1")
+    for _ in range(manifest["rows"]):
+        writer.write(np.full(16, tokenizer.vocab_size + 7, "<i4").tobytes())
+    writer.close()
+    cfg = _pretrain_config(root, "data.corpus=[]", f"data.prepared={prepared}")
     with pytest.raises(ValueError, match=rf"^pretraining step 1: token id {tokenizer.vocab_size + 7} is outside "
                                          rf"the vocabulary \[0, {tokenizer.vocab_size}\)$"):
-        pretrain(_pretrain_config(root), str(tmp_path), progress=False)
+        pretrain(cfg, str(tmp_path / "run"), progress=False)
 
 
 @pytest.mark.parametrize("command,where", [("finetune", "training step 1"), ("predict", "test batch 0")])
