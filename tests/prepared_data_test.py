@@ -277,3 +277,15 @@ def test_reading_a_ten_times_larger_corpus_takes_no_more_memory(tokenizer, tmp_p
                              capture_output=True, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
         peaks[directory.name] = int(run.stdout.split()[-1])
     assert peaks["large"] - peaks["small"] < 8 * 1024, peaks  # KiB
+
+
+def test_the_config_takes_exactly_one_source_and_prepared_data_with_its_tokenizer():
+    from deberta_jax.config_tree import ConfigError
+    from deberta_jax.pretraining.config import load_pretrain_config
+
+    with pytest.raises(ConfigError, match="data.prepared needs the tokenizer it was prepared with"):
+        load_pretrain_config("tiny_cpu", ["data.corpus=[]", "data.prepared=somewhere"])
+    with pytest.raises(ConfigError, match="give exactly one of data.corpus, data.tfds_dataset and data.prepared"):
+        load_pretrain_config("tiny_cpu", ["data.prepared=somewhere", "data.tokenizer=tok"])
+    cfg = load_pretrain_config("tiny_cpu", ["data.corpus=[]", "data.prepared=somewhere", "data.tokenizer=tok"])
+    assert cfg.data.prepared == "somewhere" and cfg.data.read_workers == 0

@@ -111,7 +111,7 @@ class PretrainConfig(Section):
                 (self.steps >= 1, "steps", "must be >= 1"),
                 (sum(map(bool, (self.data.corpus, self.data.tfds_dataset, self.data.prepared))) == 1, "data.corpus",
                  "give exactly one of data.corpus, data.tfds_dataset and data.prepared"),
-                (not self.data.prepared or self.data.tokenizer, "data.tokenizer",
+                (not self.data.prepared or bool(self.data.tokenizer), "data.tokenizer",
                  "data.prepared needs the tokenizer it was prepared with")]
 
 
