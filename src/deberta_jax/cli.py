@@ -48,6 +48,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _topology(name: str) -> str:
+    from deberta_jax.tpu.topologies import get_slice
+
+    try:
+        get_slice(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return name
+
+
 def _head(name: str):
     return None if name == "none" else name
 
@@ -93,6 +103,19 @@ def cmd_pretrain(args) -> int:
     summary = pretrain(load_pretrain_config(args.config, args.set), args.workdir, resume=args.resume)
     final = {k: round(v, 4) for k, v in summary["final"].items() if isinstance(v, float)}
     print(json.dumps({"steps": summary["steps"], "final": final, "exported": summary["exported"]}, indent=2))
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from deberta_jax.tpu.report import compile_for_topology, summary_lines
+
+    report = compile_for_topology(args.config, args.topology, args.finetune, args.set)
+    print("\n".join(summary_lines(report)))
+    if args.json:
+        from deberta_jax.training.records import write_json
+
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -183,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--split", default=None, help="default: the task's test split(s)")
     predict.add_argument("--max-length", type=int, default=128)
     predict.set_defaults(func=cmd_predict)
+
+    compile_ = sub.add_parser("compile", help="compile the train step ahead of time for a TPU slice (needs libtpu, "
+                              "no TPU) and report memory per chip, the roofline and collectives: compiler estimates")
+    compile_.add_argument("--config", required=True, help="pretraining recipe name or JSON file (as for pretrain)")
+    compile_.add_argument("--topology", required=True, type=_topology, help="TPU slice, e.g. v5e-8, v5p-8, v4-8, v6e-8")
+    compile_.add_argument("--finetune", metavar="TASK", help="compile the GLUE fine-tuning step of TASK instead, on "
+                          "a sequence-classification model of the recipe's preset; --set then sets FinetuneConfig "
+                          "keys (batch_size, max_length, mesh.shape, sift.enabled, ...)")
+    compile_.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a recipe key (e.g. data.batch_size=256, model.overrides.attention_impl=skew)")
+    compile_.add_argument("--json", help="also write the whole report to this file")
+    compile_.set_defaults(func=cmd_compile)
 
     tok = sub.add_parser("train-tokenizer", help="train a DeBERTa-v3 style sentencepiece model on text files")
     tok.add_argument("inputs", nargs="+")
