@@ -5,7 +5,11 @@ and what the compiler says of it: memory per chip, FLOPs and bytes, the roofline
 
 The step is the one `pretrain` / `finetune` run (the same objective, optimizer, shardings and jitted step), lowered
 against abstract arguments: no parameter is ever allocated, and no tokenizer is read (the vocabulary size comes
-from the recipe). Every figure is the compiler's estimate for hardware that was not used.
+from the recipe). Every figure is the compiler's estimate for hardware that was not used, with the compiler's
+blind spots: a while loop's body is counted once however often it runs (the chunked attention's tile loops,
+`scan_layers`; `while_loops` says how many there are), and the gathers and scatters of the reference attention
+(and of its gradient) weigh in "bytes accessed" as XLA's cost model charges them. XLA's `optimal_seconds` can come
+out negative and is not used.
 """
 
 from __future__ import annotations
