@@ -101,6 +101,8 @@ def test_collectives_are_counted_once_each_with_their_operand_bytes():
     }
     assert summary["total_operand_bytes"] == 2 * shard + 3 * 4000 + 2 * 8192
     assert summary["largest"][0]["kind"] == "all-gather" and summary["largest"][0]["operand_bytes"] == shard
+    assert {"kind": "all-reduce", "name": "ar", "operand_bytes": 12192,
+            "shape": "(f32[1000], bf16[4096])"} in summary["largest"]
     assert hlo.count_op(TPU_STYLE, "gather") == 1 and hlo.count_op(TPU_STYLE, "while") == 0
 
 
@@ -182,7 +184,8 @@ CPU_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     from deberta_jax.pretraining.config import load_pretrain_config
-    from deberta_jax.tpu.compile import compile_report, pretrain_step
+    from deberta_jax.finetuning.train import finetune_config
+    from deberta_jax.tpu.compile import compile_report, finetune_step, pretrain_step
     from deberta_jax.tpu.topologies import ChipSpec
 
     assert jax.device_count() == 8
@@ -194,6 +197,13 @@ CPU_SCRIPT = textwrap.dedent("""
         out[name] = compile_report(spec, chip, 8)
         out[name]["state_param_bytes"] = int(sum(leaf.size * leaf.dtype.itemsize
                                                  for leaf in jax.tree_util.tree_leaves(spec.args[0].params)))
+    recipe = load_pretrain_config("tiny_cpu")
+    spec = finetune_step(recipe, finetune_config("stsb", recipe.model.preset, overrides=["batch_size=16",
+                                                                                       "max_length=32"]),
+                         jax.devices())
+    out["finetune"] = compile_report(spec, chip, 8)
+    out["finetune"]["state_param_bytes"] = int(sum(leaf.size * leaf.dtype.itemsize
+                                                   for leaf in jax.tree_util.tree_leaves(spec.args[0].params)))
     print("REPORTS" + json.dumps(out))
 """)
 
@@ -210,11 +220,12 @@ def test_the_real_step_compiled_on_8_cpu_devices_all_reduces_exactly_its_gradien
     reports = json.loads(result.stdout.split("REPORTS", 1)[1])
 
     data = reports["data"]
-    grads = data["state_param_bytes"]   # fp32 gradients, one per parameter
-    reduced = data["collectives"]["by_kind"]["all-reduce"]["operand_bytes"]
-    # data parallelism: every gradient is summed across devices, plus a few scalar metrics
-    assert grads <= reduced <= grads + 4096, (grads, reduced)
-    assert data["collectives"]["by_kind"]["all-gather"]["count"] == 0
+    for name in ("data", "finetune"):  # data parallelism: every gradient is summed across devices, plus metrics
+        grads = reports[name]["state_param_bytes"]   # fp32 gradients, one per parameter
+        reduced = reports[name]["collectives"]["by_kind"]["all-reduce"]["operand_bytes"]
+        assert grads <= reduced <= grads + 4096, (name, grads, reduced)
+        assert reports[name]["collectives"]["by_kind"]["all-gather"]["count"] == 0
+    assert reports["finetune"]["step"]["kind"] == "finetune" and reports["finetune"]["step"]["seq_len"] == 32
     # fully sharded: parameters are gathered for the forward pass
     assert reports["fsdp"]["collectives"]["by_kind"]["all-gather"]["count"] > 0
     for report in reports.values():

@@ -17,6 +17,7 @@ _DTYPE_BITS = {"pred": 8, "s4": 4, "u4": 4, "s8": 8, "u8": 8, "s16": 16, "u16": 
 _ARRAY = re.compile(r"\b([a-z]+[0-9]*(?:e[0-9]m[0-9][a-z]*)?)\[([0-9,]*)\]")
 # "%name = SHAPE opcode(" with SHAPE a type or a tuple of types; an instruction's opcode is the first lower-case word
 # after the shape that an opening parenthesis follows (layouts like {1,0:T(8,128)} hold only upper-case tags).
+_LAYOUT = re.compile(r"\{[^{}]*\}")
 _COMMENT = re.compile(r"/\*.*?\*/")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?(?P<name>[^\s=]+)\s*=\s*(?P<shape>.*?)\s(?P<op>[a-z][a-z0-9\-]*)\(")
 
@@ -99,7 +100,7 @@ def collective_summary(hlo_text: str, largest: int = 8) -> dict:
         size = sum(_operand_bytes(operand, shapes) for operand in ins.operands)
         by_kind[kind]["count"] += 1
         by_kind[kind]["operand_bytes"] += size
-        ops.append({"kind": kind, "name": ins.name, "operand_bytes": size, "shape": ins.shape.split("{")[0]})
+        ops.append({"kind": kind, "name": ins.name, "operand_bytes": size, "shape": _LAYOUT.sub("", ins.shape)[:160]})
     ops.sort(key=lambda op: -op["operand_bytes"])
     return {"by_kind": dict(by_kind), "total_operand_bytes": sum(k["operand_bytes"] for k in by_kind.values()),
             "largest": ops[:largest]}
