@@ -50,6 +50,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _topology(name: str) -> str:
+    from deberta_jax.tpu.topologies import get_slice
+
+    try:
+        get_slice(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return name
+
+
 def _head(name: str):
     return None if name == "none" else name
 
@@ -118,6 +128,18 @@ def cmd_prepare_data(args) -> int:
     else:
         print(f"wrote {args.out}/manifest.json: {manifest['rows']} rows of {manifest['seq_len']} tokens, "
               f"{manifest['tokens']} corpus tokens in {len(manifest['shards'])} shards")
+
+
+def cmd_compile(args) -> int:
+    from deberta_jax.tpu.report import compile_for_topology, summary_lines
+
+    report = compile_for_topology(args.config, args.topology, args.finetune, args.set)
+    print("\n".join(summary_lines(report)))
+    if args.json:
+        from deberta_jax.training.records import write_json
+
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -251,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
                       "== host-index")
     prep.add_argument("--host-count", type=_positive_int, default=1)
     prep.set_defaults(func=cmd_prepare_data)
+    compile_ = sub.add_parser("compile", help="compile the train step ahead of time for a TPU slice (needs libtpu, "
+                              "no TPU) and report memory per chip, the roofline and collectives: compiler estimates")
+    compile_.add_argument("--config", required=True, help="pretraining recipe name or JSON file (as for pretrain)")
+    compile_.add_argument("--topology", required=True, type=_topology, help="TPU slice, e.g. v5e-8, v5p-8, v4-8, v6e-8")
+    compile_.add_argument("--finetune", metavar="TASK", help="compile the GLUE fine-tuning step of TASK instead, on "
+                          "a sequence-classification model of the recipe's preset; --set then sets FinetuneConfig "
+                          "keys (batch_size, max_length, mesh.shape, sift.enabled, ...)")
+    compile_.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a recipe key (e.g. data.batch_size=256, model.overrides.attention_impl=skew)")
+    compile_.add_argument("--json", help="also write the whole report to this file")
+    compile_.set_defaults(func=cmd_compile)
 
     tok = sub.add_parser("train-tokenizer", help="train a DeBERTa-v3 style sentencepiece model on text files")
     tok.add_argument("inputs", nargs="+")

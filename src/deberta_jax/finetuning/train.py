@@ -112,12 +112,32 @@ def finetune_config(task: str, model: str, data: str = "tfds", recipe: str | Non
     return from_dict(FinetuneConfig, apply_overrides(FinetuneConfig, values, overrides))
 
 
+def model_overrides(cfg: FinetuneConfig) -> dict:
+    """DebertaConfig fields that fine-tuning sets on the pretrained model's config."""
+    overrides = {"num_labels": get_task(cfg.task).num_labels, "dtype": cfg.dtype}
+    if cfg.cls_dropout is not None:
+        overrides["cls_dropout"] = cfg.cls_dropout
+    return overrides
+
+
+def finetune_optimizer(cfg: FinetuneConfig, params, num_layers: int, total_steps: int):
+    """(schedule, optimizer): AdamW with warmup + linear decay over `total_steps`, layer-wise decay over the
+    `num_layers` encoder layers of `params` (arrays or their shapes)."""
+    schedule = learning_rate_schedule(cfg.optimizer, total_steps)
+    factors = layer_decay_factors(params, num_layers, cfg.optimizer.layer_decay)
+    return schedule, make_optimizer(cfg.optimizer, schedule, factors)
+
+
+# What the train step reads of a `bucketed_batches` batch, each with a leading accumulation axis of 1.
+STEP_BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "labels", "weights")
+
+
 def _device_batch(batch: dict, sharding, leading_axis: bool, vocab_size: int, where: str):
     """Global arrays of a batch that every process built whole; each process places only its block of rows."""
     check_token_ids(batch["input_ids"], vocab_size, where)
     rows = local_rows(len(batch["input_ids"]))
-    keys = ("input_ids", "token_type_ids", "attention_mask", "labels", "weights")
-    arrays = {k: np.asarray(batch[k])[rows][None] if leading_axis else np.asarray(batch[k])[rows] for k in keys}
+    arrays = {k: np.asarray(batch[k])[rows][None] if leading_axis else np.asarray(batch[k])[rows]
+              for k in STEP_BATCH_KEYS}
     return global_arrays(arrays, sharding, batch_axis=1 if leading_axis else 0)
 
 
@@ -199,11 +219,8 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
     check_resume(workdir, checkpoints, resume)
     task = get_task(cfg.task)
     tokenizer = DebertaV3Tokenizer.from_pretrained(cfg.model, cfg.revision)
-    overrides = {"num_labels": task.num_labels, "dtype": cfg.dtype}
-    if cfg.cls_dropout is not None:
-        overrides["cls_dropout"] = cfg.cls_dropout
     model, params, report = load_pretrained(cfg.model, "sequence_classification", ignore_mismatched_sizes=True,
-                                            return_report=True, revision=cfg.revision, **overrides)
+                                            return_report=True, revision=cfg.revision, **model_overrides(cfg))
     if [k for k in report.missing if not k.startswith(("pooler.", "classifier."))]:
         raise ValueError(f"{cfg.model} lacks backbone weights: {report.missing}")
     check_vocabulary(tokenizer.vocab_size, tokenizer.spm_path, model.config.vocab_size, cfg.model)
@@ -215,9 +232,7 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
     steps_per_epoch = math.ceil(len(train.labels) / cfg.batch_size)
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
-    schedule = learning_rate_schedule(cfg.optimizer, total_steps)
-    factors = layer_decay_factors(params, model.config.num_hidden_layers, cfg.optimizer.layer_decay)
-    optimizer = make_optimizer(cfg.optimizer, schedule, factors)
+    schedule, optimizer = finetune_optimizer(cfg, params, model.config.num_hidden_layers, total_steps)
     mesh = make_mesh(cfg.mesh.shape)
     check_batch_divides(cfg.batch_size, mesh, "batch_size")
     init_args = (jnp.zeros((1, 8), jnp.int32),)

@@ -76,8 +76,9 @@ def prepared_directory(cfg: PretrainConfig, tokenizer: DebertaV3Tokenizer, workd
     return out
 
 
-def model_config(cfg: PretrainConfig, tokenizer: DebertaV3Tokenizer) -> DebertaConfig:
-    return preset(cfg.model.preset, **{"vocab_size": tokenizer.vocab_size, "dtype": cfg.model.dtype,
+def model_config(cfg: PretrainConfig, vocab_size: int) -> DebertaConfig:
+    """The recipe's model for a tokenizer of `vocab_size` ids."""
+    return preset(cfg.model.preset, **{"vocab_size": vocab_size, "dtype": cfg.model.dtype,
                                        "remat": cfg.model.remat, "max_position_embeddings": max(cfg.data.seq_len, 512),
                                        **cfg.model.overrides})
 
@@ -103,6 +104,17 @@ def pretrain_optimizer(cfg: PretrainConfig):
                                     clip_groups=(clip_group_labels, CLIP_GROUPS) if decoupled else None)
 
 
+def step_batch(rows: dict, masked: dict, mode: str, accumulation: int) -> dict:
+    """The train step's batch from packed rows (input_ids, attention_mask [B, N]) and their masks (`mask_batch`):
+    every leaf [accumulation, B / accumulation, ...]."""
+    batch = {"input_ids": masked["input_ids"], "original_ids": rows["input_ids"],
+             "attention_mask": rows["attention_mask"], "masked_positions": masked["masked_positions"],
+             "masked_labels": masked["masked_labels"], "masked_weights": masked["masked_weights"]}
+    if mode == "mlm":
+        batch["unchanged"] = masked["unchanged"]
+    return {k: np.asarray(v).reshape((accumulation, -1) + np.shape(v)[1:]) for k, v in batch.items()}
+
+
 class PretrainBatches:
     """Host-side batches: packed sequences -> masking -> [accumulation, micro-batch, ...] global arrays.
 
@@ -119,14 +131,7 @@ class PretrainBatches:
         rows = next(self.iterator)
         # The tokenizer's ids fit the model (checked in `pretrain`); a stale or foreign token cache may not.
         check_token_ids(rows["input_ids"], self.tokenizer.vocab_size, f"pretraining step {step + 1}")
-        masked = self.mask_rows(rows, step)
-        batch = {"input_ids": masked["input_ids"], "original_ids": rows["input_ids"],
-                 "attention_mask": rows["attention_mask"], "masked_positions": masked["masked_positions"],
-                 "masked_labels": masked["masked_labels"], "masked_weights": masked["masked_weights"]}
-        if self.mode == "mlm":
-            batch["unchanged"] = masked["unchanged"]
-        accumulation = self.cfg.data.grad_accum_steps
-        return {k: np.asarray(v).reshape((accumulation, -1) + np.shape(v)[1:]) for k, v in batch.items()}
+        return step_batch(rows, self.mask_rows(rows, step), self.mode, self.cfg.data.grad_accum_steps)
 
     def mask_rows(self, rows: dict, step: int) -> dict:
         """Masks each row with a generator keyed by (seed, step, the row's index in the global batch): the same
@@ -180,7 +185,7 @@ def pretrain(cfg: PretrainConfig, workdir: str, resume: bool = False, progress: 
 
     tokenizer = load_tokenizer(cfg, workdir)
     prepared = prepared_directory(cfg, tokenizer, workdir)
-    model_cfg = model_config(cfg, tokenizer)
+    model_cfg = model_config(cfg, tokenizer.vocab_size)
     check_vocabulary(tokenizer.vocab_size, tokenizer.spm_path, model_cfg.vocab_size,
                      f"{cfg.model.preset} (with model.overrides {cfg.model.overrides})")
     model, loss_fn, init_args, mode = build_objective(cfg, model_cfg)

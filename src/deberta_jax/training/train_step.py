@@ -24,14 +24,9 @@ class TrainState:
     rng: jax.Array       # uint32 [2] raw key, split every step
 
 
-def create_train_state(model: nn.Module, init_args: tuple, optimizer: optax.GradientTransformation, seed: int,
-                       mesh: Mesh, rules: LogicalRules = DEFAULT_RULES, params=None):
-    """Initialises params (or places the given `params`, e.g. a pretrained checkpoint) and the optimizer state
-    directly in their shardings.
-
-    The optimizer state is built from the boxed params so that Adam's moments inherit the params' logical axes.
-    Returns (state, state_shardings).
-    """
+def _state_initializer(model: nn.Module, init_args: tuple, optimizer: optax.GradientTransformation):
+    """rng -> TrainState with boxed params; the optimizer state is built from the boxed params so that Adam's
+    moments inherit the params' logical axes."""
 
     def init(rng):
         init_rng, state_rng = jax.random.split(rng)
@@ -39,8 +34,28 @@ def create_train_state(model: nn.Module, init_args: tuple, optimizer: optax.Grad
         return TrainState(step=jnp.zeros((), jnp.int32), params=boxed, opt_state=optimizer.init(boxed),
                           rng=state_rng)
 
+    return init
+
+
+def abstract_train_state(model: nn.Module, init_args: tuple, optimizer: optax.GradientTransformation, mesh: Mesh,
+                         rules: LogicalRules = DEFAULT_RULES):
+    """The train state as `jax.ShapeDtypeStruct` leaves that carry their shardings, nothing allocated: what an
+    ahead-of-time compile lowers the step against. Returns (abstract_state, state_shardings)."""
+    boxed = jax.eval_shape(_state_initializer(model, init_args, optimizer), jax.ShapeDtypeStruct((2,), jnp.uint32))
+    shardings = logical_shardings(boxed, mesh, rules)
+    abstract = jax.tree_util.tree_map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                                                  sharding=sharding),
+                                      nn.meta.unbox(boxed), shardings)
+    return abstract, shardings
+
+
+def create_train_state(model: nn.Module, init_args: tuple, optimizer: optax.GradientTransformation, seed: int,
+                       mesh: Mesh, rules: LogicalRules = DEFAULT_RULES, params=None):
+    """Initialises params (or places the given `params`, e.g. a pretrained checkpoint) and the optimizer state
+    directly in their shardings. Returns (state, state_shardings)."""
+    init = _state_initializer(model, init_args, optimizer)
     rng = jax.random.PRNGKey(seed)
-    shardings = logical_shardings(jax.eval_shape(init, rng), mesh, rules)
+    _, shardings = abstract_train_state(model, init_args, optimizer, mesh, rules)
     if params is None:
         state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(rng)
     else:
