@@ -9,11 +9,13 @@ AX-g/AX-g.jsonl under one directory.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import itertools
+import importlib.util
 import json
 import os
 import re
+import types
 
 import numpy as np
 
@@ -199,12 +201,15 @@ def _tfds_label(record: dict) -> int | None:
 
 
 def _from_tfds_records(task: SuperGlueTask, records) -> list:
+    """Examples in the order of the official files (by idx: tfds stores records shuffled)."""
     name = task.short_name
-    if name == "multirc":  # tfds has one record per answer: group them by (paragraph, question), in file order
+    if name == "multirc":  # tfds has one record per answer: gather each question's answers
+        questions: dict[tuple[int, int], list] = {}
+        for r in records:
+            questions.setdefault((_item(r["idx"]["paragraph"]), _item(r["idx"]["question"])), []).append(r)
         out = []
-        key = lambda r: (_item(r["idx"]["paragraph"]), _item(r["idx"]["question"]))  # noqa: E731
-        for (paragraph, question), group in itertools.groupby(records, key):
-            group = list(group)
+        for (paragraph, question), group in sorted(questions.items()):
+            group.sort(key=lambda r: _item(r["idx"]["answer"]))
             labels = [_tfds_label(r) for r in group]
             out.append(CandidatesExample(_decode(group[0]["paragraph"]), _decode(group[0]["question"]),
                                          tuple(_decode(r["answer"]) for r in group),
@@ -212,18 +217,41 @@ def _from_tfds_records(task: SuperGlueTask, records) -> list:
                                          tuple(_item(r["idx"]["answer"]) for r in group)))
         return out
     if name == "record":
-        return [_record_example(_decode(r["passage"]), _decode(r["query"]), [_decode(e) for e in r["entities"]],
-                                [_decode(a) for a in r["answers"]], len(r["answers"]) > 0,
-                                _item(r["idx"]["query"]), _item(r["idx"]["passage"])) for r in records]
+        out = [_record_example(_decode(r["passage"]), _decode(r["query"]), [_decode(e) for e in r["entities"]],
+                               [_decode(a) for a in r["answers"]], len(r["answers"]) > 0,
+                               _item(r["idx"]["query"]), _item(r["idx"]["passage"])) for r in records]
+        return sorted(out, key=lambda e: (e.passage_idx, e.idx))
     if name == "copa":
-        return [ChoiceExample(_decode(r["premise"]), _decode(r["question"]),
-                              (_decode(r["choice1"]), _decode(r["choice2"])), _tfds_label(r), _item(r["idx"]))
-                for r in records]
-    out = []
-    for r in records:
-        row = {k: _decode(v) if isinstance(v, bytes) else v for k, v in r.items()}
-        out.append(_classification(task, row, _tfds_label(r), _item(r["idx"]), f"{task.tfds_name} idx {row['idx']}"))
-    return out
+        out = [ChoiceExample(_decode(r["premise"]), _decode(r["question"]),
+                             (_decode(r["choice1"]), _decode(r["choice2"])), _tfds_label(r), _item(r["idx"]))
+               for r in records]
+    else:
+        out = []
+        for r in records:
+            row = {k: _decode(v) if isinstance(v, bytes) else v for k, v in r.items()}
+            out.append(_classification(task, row, _tfds_label(r), _item(r["idx"]),
+                                       f"{task.tfds_name} idx {_item(r['idx'])}"))
+    return sorted(out, key=lambda e: e.idx)
+
+
+@contextlib.contextmanager
+def _super_glue_without_tensorflow():
+    """Registers tfds' super_glue builder; while open, its features build where TensorFlow is not installed.
+
+    In tensorflow-datasets 4.9.10 the builder's `_info` names int32 features as `tf.int32`, the only use of
+    TensorFlow in the module; NumPy's int32 is the same feature type to tfds.
+    """
+    from tensorflow_datasets.text import super_glue
+
+    if importlib.util.find_spec("tensorflow") is not None:
+        yield
+        return
+    original = super_glue.tf
+    super_glue.tf = types.SimpleNamespace(int32=np.int32)
+    try:
+        yield
+    finally:
+        super_glue.tf = original
 
 
 def load_tfds_split(task: str | SuperGlueTask, split: str, data_dir: str | None = None) -> list:
@@ -231,9 +259,8 @@ def load_tfds_split(task: str | SuperGlueTask, split: str, data_dir: str | None 
     task = get_task(task)
     if split not in task.splits:
         raise ValueError(f"task {task.name} has no split {split!r}; its splits are {', '.join(task.splits)}")
-    import tensorflow_datasets.text.super_glue  # noqa: F401  (registers the builder; see glue/readers.py)
-
-    source = prepared_data_source(task.tfds_name, split, data_dir)
+    with _super_glue_without_tensorflow():
+        source = prepared_data_source(task.tfds_name, split, data_dir)
     examples = _from_tfds_records(task, (source[i] for i in range(len(source))))
     if not examples:
         raise ValueError(f"{task.tfds_name} split {split} has no records")
