@@ -83,6 +83,8 @@ def test_tiny_model_learns_generated_copa_and_predicts(data_and_model, tmp_path,
     summary = _finetune("superglue/copa", data, model, tmp_path / "run", 16)
     assert summary["steps"] == 80 and len(summary["evaluations"]) == 4
     assert summary["best"]["metrics"]["validation"]["accuracy"] >= 0.9, summary["best"]
+    card = (tmp_path / "run" / "export" / "README.md").read_text()
+    assert "a multiple-choice head, fine-tuned on the SuperGLUE task copa" in card
     capsys.readouterr()
     assert cli(["predict", "--task", "superglue/copa", "--model", str(tmp_path / "run" / "export"), "--data",
                 str(data), "--out", str(tmp_path / "submission")]) == 0
@@ -104,3 +106,17 @@ def test_tiny_model_learns_generated_record_and_predicts(data_and_model, tmp_pat
     rows = [json.loads(line) for line in open(tmp_path / "submission" / "ReCoRD.jsonl")]
     assert [r["idx"] for r in rows] == list(range(30))
     assert sum(r["label"] == hero for r, hero in zip(rows, truth["ReCoRD", "test"])) >= 0.9 * 30
+
+
+def test_published_superglue_recipes_load():
+    from deberta_jax.finetuning.train import FinetuneConfig, load_recipe
+
+    copa = load_recipe("superglue/copa", "large-mnli")  # microsoft/DeBERTa experiments/superglue/copa.sh
+    assert (copa["optimizer"]["learning_rate"], copa["batch_size"], copa["epochs"], copa["max_length"]) == \
+        (5e-6, 16, 4.0, 136)
+    record = load_recipe("superglue/record", "xxlarge-v2")
+    assert record["optimizer"] == {"learning_rate": 3e-6, "warmup_steps": 1000} and record["cls_dropout"] == 0.15
+    FinetuneConfig(task="superglue/record", model="m", **record)
+    with pytest.raises(ValueError, match=r"no published recipe 'base' for task 'superglue/boolq'.*tiny-cpu"):
+        load_recipe("superglue/boolq", "base")
+    assert load_recipe("superglue/boolq", "tiny-cpu") == load_recipe("sst2", "tiny-cpu")

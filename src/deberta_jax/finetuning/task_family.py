@@ -37,6 +37,11 @@ class GlueFamily:
     def num_labels(self) -> int:
         return self.task.num_labels
 
+    @property
+    def recipes(self) -> tuple[str, str]:
+        """(recipes/ folder, key) of the task's published recipes."""
+        return "glue", self.task.name
+
     def encode(self, data, split, tfds_data_dir, tokenizer, max_length, buckets):
         examples = glue_readers.load_split(self.task, data, split, tfds_data_dir)
         return glue_encoding.encode_examples(examples, self.task, tokenizer, max_length, buckets)
@@ -76,6 +81,10 @@ class SuperGlueFamily:
     def num_labels(self) -> int | None:
         """The config's num_labels; None for multiple choice, whose head has one output whatever it says."""
         return None if self.task.format == "multiple_choice" else self.task.num_labels
+
+    @property
+    def recipes(self) -> tuple[str, str]:
+        return "superglue", self.task.short_name
 
     def encode(self, data, split, tfds_data_dir, tokenizer, max_length, buckets):
         examples = sg_readers.load_split(self.task, data, split, tfds_data_dir)

@@ -82,18 +82,19 @@ class FinetuneConfig(Section):
                 (self.cls_dropout is None or 0 <= self.cls_dropout < 1, "cls_dropout", "must be in [0, 1) or null")]
 
 
-def load_glue_recipe(task: str, name: str) -> dict:
+def load_recipe(task: str, name: str) -> dict:
     """FinetuneConfig values (a nested dict) of recipe `name` for `task`: microsoft/DeBERTa's published settings
-    per task and model (`recipes/glue/published.json`), or one of our task-independent recipes
-    (`recipes/glue/ours.json`, e.g. "tiny-cpu" for models pretrained here)."""
+    per task and model (`recipes/glue/published.json`, `recipes/superglue/published.json`), or one of our
+    task-independent recipes (`recipes/glue/ours.json`, e.g. "tiny-cpu" for models pretrained here)."""
     our_recipes = strip_comments(read_json(recipe_path("glue", "ours")))
-    published = strip_comments(read_json(recipe_path("glue", "published")))
-    key = task_family(task).task.name
+    family = task_family(task)
+    kind, key = family.recipes
+    published = strip_comments(read_json(recipe_path(kind, "published")))
     if name in our_recipes:
         return our_recipes[name]
     if key not in published or name not in published[key]:
         known = sorted(published.get(key, {}))
-        raise ConfigError(f"no published recipe {name!r} for task {key!r}; published: {known}; "
+        raise ConfigError(f"no published recipe {name!r} for task {family.task.name!r}; published: {known}; "
                           f"ours (any task): {sorted(our_recipes)}")
     return published[key][name]
 
@@ -103,7 +104,7 @@ def finetune_config(task: str, model: str, data: str = "tfds", recipe: str | Non
                     tfds_data_dir: str | None = None) -> FinetuneConfig:
     """The config of `finetune --task --model [--revision] --data [--tfds-data-dir] [--recipe] [--set key=value
     ...]`: the recipe's values under the dotted overrides."""
-    values = {**(load_glue_recipe(task, recipe) if recipe else {}), "task": task, "model": model,
+    values = {**(load_recipe(task, recipe) if recipe else {}), "task": task, "model": model,
               "revision": revision, "data": data}
     if tfds_data_dir is not None:
         values["tfds_data_dir"] = tfds_data_dir
