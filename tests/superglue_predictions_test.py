@@ -73,6 +73,12 @@ def test_record_picks_the_best_scoring_candidate_of_each_query():
     assert sp.predictions(record, logits) == ["Eiffel Tower", "France"]
 
 
+def test_submission_takes_the_test_split_only(tmp_path):
+    encoded = _encoded("superglue/rte", "validation")
+    with pytest.raises(ValueError, match="test split, not 'validation'"):
+        sp.write_submission(encoded, _oracle_logits(encoded), tmp_path, split="validation")
+
+
 def test_submission_files(tmp_path):
     written = {}
     for name in tasks.TASK_NAMES:

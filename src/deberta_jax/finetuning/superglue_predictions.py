@@ -7,9 +7,9 @@ Logits are in row order of `EncodedTask.rows` (examples' order for multiple choi
                   logit(true) - logit(false) is the largest among its query's candidates.
 
 Submission files (one JSON object a line, in the examples' order): {"idx", "label"} with the task's submission
-labels (BoolQ, WiC "true"/"false"; WSC "True"/"False"; CB, RTE, AX-b, AX-g the class names; COPA 0/1), ReCoRD's
-label the predicted entity's text, MultiRC one line per passage: {"idx", "passage": {"questions": [{"idx",
-"answers": [{"idx", "label": 0/1}]}]}}.
+labels (BoolQ, WiC "true"/"false"; WSC "True"/"False", as jiant's SuperGLUE baselines wrote them; CB, RTE, AX-b,
+AX-g the class names; COPA 0/1), ReCoRD's label the predicted entity's text, MultiRC one line per passage:
+{"idx", "passage": {"questions": [{"idx", "answers": [{"idx", "label": 0/1}]}]}}.
 """
 
 from __future__ import annotations
@@ -87,8 +87,10 @@ def submission_rows(encoded: EncodedTask, logits) -> list[dict]:
     return [{"idx": e.idx, "label": task.submission_labels[p]} for e, p in zip(encoded.examples, predicted)]
 
 
-def write_submission(encoded: EncodedTask, logits, out_dir: str | os.PathLike) -> str:
-    """Writes `out_dir/<task.submission_file>` (e.g. BoolQ.jsonl) and returns its path."""
+def write_submission(encoded: EncodedTask, logits, out_dir: str | os.PathLike, split: str = "test") -> str:
+    """Writes `out_dir/<task.submission_file>` (e.g. BoolQ.jsonl) of the test split and returns its path."""
+    if split != "test":
+        raise ValueError(f"task {encoded.task.name}: SuperGLUE takes predictions for the test split, not {split!r}")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(os.fspath(out_dir), encoded.task.submission_file)
     with open(path, "w", encoding="utf-8") as f:

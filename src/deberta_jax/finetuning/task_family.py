@@ -107,7 +107,7 @@ class SuperGlueFamily:
         return superglue_predictions.metrics(encoded, logits)
 
     def write_submission(self, encoded, logits, idx, out_dir: str | os.PathLike, split: str) -> str:
-        return superglue_predictions.write_submission(encoded, logits, out_dir)
+        return superglue_predictions.write_submission(encoded, logits, out_dir, split)
 
 
 def task_family(name: str) -> GlueFamily | SuperGlueFamily:

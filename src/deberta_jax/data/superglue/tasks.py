@@ -86,7 +86,7 @@ def _register(short, directory, fmt, label_names, jsonl_labels, submission_label
                                            f"{directory}.jsonl", num_choices)
 
 
-# Submission labels: the strings the leaderboard's sample files use ("true"/"false" for the yes/no tasks).
+# Submission labels as jiant's SuperGLUE baselines wrote them: "true"/"false" for BoolQ and WiC, "True"/"False" for WSC.
 _register("boolq", "BoolQ", "classification", _BOOL, (False, True), ("false", "true"), ("accuracy",))
 # CB's classes in tfds' order (entailment, contradiction, neutral); the leaderboard averages accuracy and macro-F1,
 # selection takes macro-F1 (the classes are unbalanced: few neutral).
