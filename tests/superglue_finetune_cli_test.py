@@ -1,13 +1,18 @@
 """SuperGLUE through the real CLI: a tiny model learns a generated COPA-style task (multiple choice) and a generated
-ReCoRD-style task (entity candidates); predict writes COPA.jsonl and ReCoRD.jsonl in the leaderboard's format."""
+ReCoRD-style task (entity candidates); predict writes COPA.jsonl and ReCoRD.jsonl in the leaderboard's format; every
+task fine-tunes on its fixture and predict writes all ten submission files; the published recipes load."""
 
 import json
+import pathlib
 import random
 
 import pytest
 
 from deberta_jax.cli import main as cli
+from deberta_jax.data.superglue import tasks
 from generated_glue import FILLER, save_tiny_model
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "superglue"
 
 GOOD, BAD = ("good", "great", "fine"), ("bad", "awful", "dull")
 HEROES, VILLAINS = ("Alice", "Bruno", "Carla"), ("Dmitri", "Edgar", "Fiona")
@@ -120,3 +125,52 @@ def test_published_superglue_recipes_load():
     with pytest.raises(ValueError, match=r"no published recipe 'base' for task 'superglue/boolq'.*tiny-cpu"):
         load_recipe("superglue/boolq", "base")
     assert load_recipe("superglue/boolq", "tiny-cpu") == load_recipe("sst2", "tiny-cpu")
+
+
+@pytest.fixture(scope="module")
+def fixture_model(tmp_path_factory):
+    """A tiny model whose tokenizer knows the hand-written fixtures' text."""
+    root = tmp_path_factory.mktemp("fixture_model")
+    texts = [text for path in sorted(FIXTURES.glob("*/*.jsonl")) for line in path.read_text().splitlines()
+             for text in _strings(json.loads(line))]
+    (root / "corpus.txt").write_text("\n".join(texts * 3), encoding="utf-8")
+    save_tiny_model(root / "model", root / "corpus.txt", vocab_size=200)
+    return root / "model"
+
+
+@pytest.mark.slow
+def test_every_task_finetunes_and_predicts_its_submission_file(fixture_model, tmp_path, capsys):
+    """One epoch on each task's fixture, then predict: the ten files the leaderboard takes, one line per test
+    example (MultiRC: per passage); AX-b and AX-g with the RTE model."""
+    runs = {}
+    for name in tasks.TASK_NAMES:
+        task = tasks.get_task(name)
+        if "train" not in task.splits:
+            continue
+        workdir = tmp_path / task.short_name
+        assert cli(["finetune", "--task", name, "--model", str(fixture_model), "--data", str(FIXTURES),
+                    "--workdir", str(workdir), "--set", "epochs=1", "--set", "batch_size=2",
+                    "--set", "eval_batch_size=2", "--set", "max_length=64"]) == 0
+        summary = json.loads((workdir / "metrics.json").read_text())
+        assert set(summary["best"]["metrics"]["validation"]) == set(task.metric_names)
+        runs[task.short_name] = workdir / "export"
+    out = tmp_path / "submission"
+    for name in tasks.TASK_NAMES:
+        task = tasks.get_task(name)
+        model = runs["rte" if task.short_name in ("axb", "axg") else task.short_name]
+        assert cli(["predict", "--task", name, "--model", str(model), "--data", str(FIXTURES), "--out",
+                    str(out), "--max-length", "64"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["BoolQ.jsonl", "CB.jsonl", "COPA.jsonl", "MultiRC.jsonl", "ReCoRD.jsonl", "RTE.jsonl", "WiC.jsonl",
+         "WSC.jsonl", "AX-b.jsonl", "AX-g.jsonl"])
+    for name in tasks.TASK_NAMES:
+        task = tasks.get_task(name)
+        test_lines = (FIXTURES / task.directory / task.file_name("test")).read_text().splitlines()
+        rows = [json.loads(line) for line in (out / task.submission_file).read_text().splitlines()]
+        if task.short_name == "record":  # one line per query
+            assert len(rows) == sum(len(json.loads(line)["qas"]) for line in test_lines)
+        else:
+            assert [r["idx"] for r in rows] == [json.loads(line)["idx"] for line in test_lines]
+        if task.format == "classification":
+            assert all(r["label"] in task.submission_labels for r in rows), rows
