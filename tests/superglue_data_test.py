@@ -4,6 +4,8 @@ import json
 import pathlib
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from deberta_jax.data.superglue import readers, tasks
 
@@ -78,3 +80,61 @@ def test_errors_name_file_and_line(tmp_path):
         tasks.get_task("superglue/nope")
     with pytest.raises(ValueError, match="no split 'train'"):
         readers.load_split("superglue/axb", FIXTURES, "train")
+
+
+# ---------------------------------------------------------------------------------------------- fuzzing
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-3, 40) | st.text(max_size=6),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                      max_size=3), max_leaves=6)
+
+
+def _paths(value, prefix=()):
+    """Every (path to a value) inside a JSON object."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _paths(item, prefix + (i,))
+
+
+def _replace(value, path, new):
+    """A copy of `value` with the item at `path` replaced by `new`."""
+    if not path:
+        return new
+    copy = list(value) if isinstance(value, list) else dict(value)
+    copy[path[0]] = _replace(value[path[0]], path[1:], new)
+    return copy
+
+
+def _delete(value, path):
+    """A copy of `value` without the item at `path`."""
+    if len(path) > 1:
+        return _replace(value, path[:1], _delete(value[path[0]], path[1:]))
+    if isinstance(value, list):
+        return [v for i, v in enumerate(value) if i != path[0]]
+    return {k: v for k, v in value.items() if k != path[0]}
+
+
+@settings(max_examples=80, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), name=st.sampled_from(tasks.TASK_NAMES))
+def test_a_mangled_row_reads_or_names_file_and_line(tmp_path_factory, data, name):
+    """One field of a fixture row replaced by any JSON value (or deleted): the reader reads it or raises a one-line
+    ValueError naming the file and line, never a TypeError from the middle of the code."""
+    task = tasks.get_task(name)
+    split = task.splits[0]
+    source = FIXTURES / task.directory / task.file_name(split)
+    row = json.loads(source.read_text().splitlines()[0])
+    path = data.draw(st.sampled_from(list(_paths(row))[1:]))
+    row = _replace(row, path, data.draw(JSON_VALUES)) if data.draw(st.booleans()) else _delete(row, path)
+    root = tmp_path_factory.mktemp("mangled")
+    (root / task.directory).mkdir()
+    (root / task.directory / task.file_name(split)).write_text(json.dumps(row) + "\n")
+    try:
+        examples = readers.load_split(task, root, split)
+    except ValueError as error:
+        assert f"{task.file_name(split)}:1: " in str(error) and "\n" not in str(error), repr(error)
+    else:
+        assert examples

@@ -166,6 +166,19 @@ def _from_jsonl_row(task: SuperGlueTask, row: dict, where: str) -> list:
     return [_classification(task, row, label, int(row["idx"]), where)]
 
 
+def _check_texts(example, where: str) -> None:
+    """Every text of `example` is a string (JSON could give numbers, lists, null)."""
+    for field in dataclasses.fields(example):
+        value = getattr(example, field.name)
+        if field.name in ("premise", "question", "passage"):
+            value = (value,)
+        elif field.name not in ("texts", "choices", "candidates", "answers"):
+            continue
+        bad = [v for v in value if not isinstance(v, str)]
+        if bad:
+            raise ValueError(f"{where}: {field.name} holds {bad[0]!r}, not a string")
+
+
 def load_jsonl_split(task: str | SuperGlueTask, superglue_dir: str | os.PathLike, split: str) -> list:
     """Reads `split` of `task` from the official layout under `superglue_dir`. Raises FileNotFoundError for a missing
     file and ValueError naming the file and line for a line that is not JSON, lacks a field, or has a label outside
@@ -178,9 +191,18 @@ def load_jsonl_split(task: str | SuperGlueTask, superglue_dir: str | os.PathLike
     for number, row in _jsonl_rows(path):
         where = f"{path}:{number}"
         try:
-            examples.extend(_from_jsonl_row(task, row, where))
+            new = _from_jsonl_row(task, row, where)
         except KeyError as error:
             raise ValueError(f"{where}: no field {error.args[0]!r}") from None
+        except (TypeError, AttributeError, IndexError, ValueError, OverflowError) as error:
+            if str(error).startswith(where):
+                raise
+            detail = " ".join(f"{type(error).__name__}: {error}".split())
+            raise ValueError(f"{where}: a field is not as SuperGLUE writes it for task {task.name} ({detail})") \
+                from None
+        for example in new:
+            _check_texts(example, where)
+        examples.extend(new)
     if not examples:
         raise ValueError(f"{path}: no examples")
     return examples
