@@ -198,8 +198,7 @@ def load_jsonl_split(task: str | SuperGlueTask, superglue_dir: str | os.PathLike
             if str(error).startswith(where):
                 raise
             detail = " ".join(f"{type(error).__name__}: {error}".split())
-            raise ValueError(f"{where}: a field is not as SuperGLUE writes it for task {task.name} ({detail})") \
-                from None
+            raise ValueError(f"{where}: a field is not as SuperGLUE's {task.directory} writes it ({detail})") from None
         for example in new:
             _check_texts(example, where)
         examples.extend(new)
