@@ -136,16 +136,16 @@ class Evaluator:
     def predict(self, params, batches, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(logits [n, outputs], labels [n], idx [n]) of the rows of `batches` (one pass over `split`, padding rows
         of weight 0 dropped), in increasing idx order."""
-        preds, labels, idx = [], [], []
+        all_logits, labels, idx = [], [], []
         for number, batch in enumerate(batches):
             device_batch = _device_batch(batch, self.sharding, False, self.vocab_size, f"{split} batch {number}")
             logits = np.asarray(self._logits(params, device_batch))
             keep = np.asarray(batch["weights"]) > 0
-            preds.append(logits[keep])
+            all_logits.append(logits[keep])
             labels.append(np.asarray(batch["labels"])[keep])
             idx.append(np.asarray(batch["idx"])[keep])
         order = np.argsort(np.concatenate(idx), kind="stable")
-        return (np.concatenate(preds)[order], np.concatenate(labels)[order], np.concatenate(idx)[order])
+        return (np.concatenate(all_logits)[order], np.concatenate(labels)[order], np.concatenate(idx)[order])
 
 
 def make_loss_fn(model, cfg: FinetuneConfig):
