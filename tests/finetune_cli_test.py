@@ -81,16 +81,16 @@ def test_stop_and_resume_matches_an_uninterrupted_run(glue_dir_and_model, tmp_pa
 
 
 def test_published_recipes_load():
-    from deberta_jax.finetuning.train import FinetuneConfig, load_glue_recipe
+    from deberta_jax.finetuning.train import FinetuneConfig, load_recipe
 
-    recipe = load_glue_recipe("mnli", "deberta-v3-base")
+    recipe = load_recipe("mnli", "deberta-v3-base")
     assert recipe["optimizer"]["learning_rate"] == 1.5e-5 and recipe["batch_size"] == 64
     assert recipe["max_length"] == 256
-    sift = load_glue_recipe("mnli", "deberta-v3-small-sift")
+    sift = load_recipe("mnli", "deberta-v3-small-sift")
     assert sift["sift"]["enabled"] is True and sift["sift"]["weight"] == 5.0
     FinetuneConfig(task="mnli", model="m", **recipe)
     with pytest.raises(ValueError, match="no published recipe.*ours.*tiny-cpu"):
-        load_glue_recipe("rte", "deberta-v3-nonexistent")
-    tiny = load_glue_recipe("rte", "tiny-cpu")  # ours: the same settings for every task
-    assert tiny == load_glue_recipe("sst2", "tiny-cpu") and not any(k.startswith("_") for k in tiny)
+        load_recipe("rte", "deberta-v3-nonexistent")
+    tiny = load_recipe("rte", "tiny-cpu")  # ours: the same settings for every task
+    assert tiny == load_recipe("sst2", "tiny-cpu") and not any(k.startswith("_") for k in tiny)
     FinetuneConfig(task="rte", model="m", **tiny)

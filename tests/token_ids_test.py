@@ -18,6 +18,7 @@ from deberta_jax.conversion.hf_checkpoint import load_pretrained, save_pretraine
 from deberta_jax.data.prepared import TextFiles, prepare
 from deberta_jax.data.token_ids import check_token_ids, check_vocabulary
 from deberta_jax.finetuning import train as finetune_train
+from deberta_jax.finetuning.task_family import GlueFamily
 from deberta_jax.model.checked import checked_apply
 from deberta_jax.model.modeling import DebertaModel, init_params
 from deberta_jax.pretraining.config import PretrainConfig
@@ -162,14 +163,14 @@ def test_finetune_and_predict_check_the_ids_of_every_batch(tiny, tmp_path, monke
     """Ids that the tokenizer check cannot see (here: encoded ids changed after the fact) stop the run, named by
     the step or the split."""
     root, tokenizer = tiny
-    encode = finetune_train.encode_examples
+    encode = GlueFamily.encode
 
     def corrupted(*args, **kwargs):
         encoded = encode(*args, **kwargs)
         return dataclasses.replace(encoded, input_ids=np.where(encoded.input_ids == encoded.sep_id,
                                                                tokenizer.vocab_size + 3, encoded.input_ids))
 
-    monkeypatch.setattr(finetune_train, "encode_examples", corrupted)
+    monkeypatch.setattr(GlueFamily, "encode", corrupted)
     match = rf"^{where}: token id {tokenizer.vocab_size + 3} is outside the vocabulary"
     with pytest.raises(ValueError, match=match):
         if command == "finetune":

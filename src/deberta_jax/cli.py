@@ -229,24 +229,28 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in workdir")
     pretrain.set_defaults(func=cmd_pretrain)
 
-    finetune = sub.add_parser("finetune", help="fine-tune on a GLUE task (tfds or a local GLUE directory)")
-    finetune.add_argument("--task", required=True)
+    finetune = sub.add_parser("finetune", help="fine-tune on a GLUE or SuperGLUE task (tfds or a local directory)")
+    finetune.add_argument("--task", required=True, help="a GLUE task (sst2, mnli, ...) or superglue/NAME (boolq, cb, "
+                          "copa, multirc, record, rte, wic, wsc)")
     finetune.add_argument("--model", required=True, help="HF-format directory with spm.model, or a Hub id "
                           "(owner/name)")
     _revision_argument(finetune)
-    finetune.add_argument("--data", default="tfds", help="'tfds' or a directory in the official GLUE layout")
+    finetune.add_argument("--data", default="tfds", help="'tfds' or a directory in the official GLUE (SuperGLUE) "
+                          "layout")
     finetune.add_argument("--tfds-data-dir", help=TFDS_DATA_DIR_HELP)
     finetune.add_argument("--workdir", required=True)
     finetune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="override a FinetuneConfig key, dotted for sections (e.g. epochs=2, "
                           "optimizer.learning_rate=3e-5, sift.enabled=true)")
-    finetune.add_argument("--recipe", help="published settings (deberta_jax/recipes/glue/published.json), e.g. "
-                          "deberta-v3-base, deberta-v3-small-sift, large")
+    finetune.add_argument("--recipe", help="published settings (deberta_jax/recipes/{glue,superglue}/published.json), "
+                          "e.g. deberta-v3-base, deberta-v3-small-sift, large")
     finetune.add_argument("--resume", action="store_true")
     finetune.set_defaults(func=cmd_finetune)
 
-    predict = sub.add_parser("predict", help="write GLUE submission files for a task's test split(s)")
-    predict.add_argument("--task", required=True)
+    predict = sub.add_parser("predict", help="write GLUE (.tsv) or SuperGLUE (.jsonl) submission files for a task's "
+                             "test split(s)")
+    predict.add_argument("--task", required=True, help="as finetune's; superglue/axb and superglue/axg take an "
+                         "RTE model")
     predict.add_argument("--model", required=True, help="fine-tuned HF directory (a finetune export) or Hub id")
     _revision_argument(predict)
     predict.add_argument("--data", default="tfds")

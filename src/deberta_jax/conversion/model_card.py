@@ -185,16 +185,20 @@ def finetuning_card(config: Mapping[str, Any], summary: Mapping[str, Any], name:
     metrics = [(f"{split} {metric}", value) for split, values in best.get("metrics", {}).items()
                for metric, value in values.items()]
     data = run_config["data"]
-    kind = "regression" if len(config.get("id2label", {})) == 1 else "classification"
+    kind = "sequence regression" if len(config.get("id2label", {})) == 1 else "sequence classification"
     training = [("task", task), ("initialised from", source), ("steps", summary["steps"]),
                 ("epochs", run_config["epochs"]), ("batch size", run_config["batch_size"]),
                 ("max length", run_config["max_length"]),
                 ("learning rate", run_config["optimizer"]["learning_rate"]),
                 ("SiFT", "on" if run_config["sift"]["enabled"] else "off"), ("seed", run_config["seed"])]
+    benchmark, short = ("SuperGLUE", task.split("/", 1)[1]) if task.startswith("superglue/") else ("GLUE", task)
+    if (config.get("architectures") or [""])[0].endswith("ForMultipleChoice"):
+        kind = "multiple-choice"
     return model_card(
-        config, name=name, tags=[f"glue-{task}", "text-classification"], training=training, run_config=run_config,
-        description=f"A DeBERTa model with a sequence {kind} head, fine-tuned on the GLUE task {task} from {source}.",
-        data=(f"GLUE {task} from " + ("tensorflow-datasets" if data == "tfds" else f"the directory `{data}`")
+        config, name=name, tags=[f"{benchmark.lower()}-{short}", "text-classification"], training=training,
+        run_config=run_config,
+        description=f"A DeBERTa model with a {kind} head, fine-tuned on the {benchmark} task {short} from {source}.",
+        data=(f"{benchmark} {short} from " + ("tensorflow-datasets" if data == "tfds" else f"the directory `{data}`")
               + f": {summary['train_examples']} training examples ({summary['truncated_train_examples']} truncated "
               f"to {run_config['max_length']} tokens)."),
         metrics_note=(f"The best checkpoint by {summary['main_metric']}, at step {best.get('step')}, on the "

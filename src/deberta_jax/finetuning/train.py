@@ -1,7 +1,9 @@
-"""GLUE fine-tuning and prediction: jitted, sharded steps; evaluation; best checkpoint; submission files.
+"""GLUE and SuperGLUE fine-tuning and prediction: jitted, sharded steps; evaluation; best checkpoint; submission
+files. What differs between tasks (head, encoding, metrics, submission) comes from `task_family`.
 
     deberta-jax finetune --task sst2 --model HF_DIR --data {tfds|GLUE_DIR} [--tfds-data-dir DIR] --workdir DIR
         [--recipe NAME] [--set optimizer.learning_rate=3e-5 --set sift.enabled=true ...] [--resume]
+    deberta-jax finetune --task superglue/copa --model HF_DIR --data {tfds|SUPERGLUE_DIR} --workdir DIR
     deberta-jax predict --task sst2 --model DIR/export --data GLUE_DIR --out DIR
 """
 
@@ -17,23 +19,19 @@ import time
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from deberta_jax.config_tree import ConfigError, Section, apply_overrides, from_dict, read_json, strip_comments
 from deberta_jax.conversion.hf_checkpoint import load_pretrained, save_pretrained
 from deberta_jax.conversion.model_card import write_finetuning_card
-from deberta_jax.data.glue.encoding import bucketed_batches, encode_examples
-from deberta_jax.data.glue.readers import load_split
-from deberta_jax.data.glue.tasks import TASK_NAMES, get_task
 from deberta_jax.data.token_ids import check_token_ids, check_vocabulary
 from deberta_jax.distributed import (
     all_processes_reach, global_arrays, host_copy, is_main_process, local_rows, maybe_initialize_distributed,
 )
 from deberta_jax.finetuning.losses import task_loss
-from deberta_jax.finetuning.metrics import main_metric, task_metrics
 from deberta_jax.finetuning.sift import SiftConfig, sift_loss
-from deberta_jax.finetuning.submission import write_submission
+from deberta_jax.finetuning.task_family import TASK_NAMES, task_family
+from deberta_jax.model.modeling import dummy_inputs
 from deberta_jax.recipes import recipe_path
 from deberta_jax.sharding.mesh import MeshConfig, check_batch_divides, make_mesh
 from deberta_jax.sharding.rules import batch_sharding, replicated
@@ -55,7 +53,7 @@ class FinetuneConfig(Section):
     task: str
     model: str                          # HF directory with spm.model (e.g. a pretraining export) or Hub id
     revision: str | None = None         # of a Hub id: branch, tag or commit (default: main)
-    data: str = "tfds"                  # "tfds" or a directory in the official GLUE layout
+    data: str = "tfds"                  # "tfds" or a directory in the official GLUE (SuperGLUE) layout
     tfds_data_dir: str | None = None    # with data="tfds": where tfds prepares and reads GLUE (None: tfds' default)
     max_length: int = 128
     buckets: tuple[int, ...] = (32, 64, 128, 256, 512)
@@ -73,7 +71,7 @@ class FinetuneConfig(Section):
     loop: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(checkpoint_every=0, keep_checkpoints=1))
 
     def checks(self):
-        return [(self.task.lower() in TASK_NAMES, "task", f"unknown GLUE task; known: {', '.join(TASK_NAMES)}"),
+        return [(self.task.lower() in TASK_NAMES, "task", f"unknown task; known: {', '.join(TASK_NAMES)}"),
                 (self.max_length >= 8, "max_length", "must be >= 8"),
                 (self.batch_size >= 1, "batch_size", "must be >= 1"),
                 (self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1"),
@@ -84,18 +82,19 @@ class FinetuneConfig(Section):
                 (self.cls_dropout is None or 0 <= self.cls_dropout < 1, "cls_dropout", "must be in [0, 1) or null")]
 
 
-def load_glue_recipe(task: str, name: str) -> dict:
+def load_recipe(task: str, name: str) -> dict:
     """FinetuneConfig values (a nested dict) of recipe `name` for `task`: microsoft/DeBERTa's published settings
-    per task and model (`recipes/glue/published.json`), or one of our task-independent recipes
-    (`recipes/glue/ours.json`, e.g. "tiny-cpu" for models pretrained here)."""
+    per task and model (`recipes/glue/published.json`, `recipes/superglue/published.json`), or one of our
+    task-independent recipes (`recipes/glue/ours.json`, e.g. "tiny-cpu" for models pretrained here)."""
     our_recipes = strip_comments(read_json(recipe_path("glue", "ours")))
-    published = strip_comments(read_json(recipe_path("glue", "published")))
-    key = get_task(task).name
+    family = task_family(task)
+    kind, key = family.recipes
+    published = strip_comments(read_json(recipe_path(kind, "published")))
     if name in our_recipes:
         return our_recipes[name]
     if key not in published or name not in published[key]:
         known = sorted(published.get(key, {}))
-        raise ConfigError(f"no published recipe {name!r} for task {key!r}; published: {known}; "
+        raise ConfigError(f"no published recipe {name!r} for task {family.task.name!r}; published: {known}; "
                           f"ours (any task): {sorted(our_recipes)}")
     return published[key][name]
 
@@ -105,7 +104,7 @@ def finetune_config(task: str, model: str, data: str = "tfds", recipe: str | Non
                     tfds_data_dir: str | None = None) -> FinetuneConfig:
     """The config of `finetune --task --model [--revision] --data [--tfds-data-dir] [--recipe] [--set key=value
     ...]`: the recipe's values under the dotted overrides."""
-    values = {**(load_glue_recipe(task, recipe) if recipe else {}), "task": task, "model": model,
+    values = {**(load_recipe(task, recipe) if recipe else {}), "task": task, "model": model,
               "revision": revision, "data": data}
     if tfds_data_dir is not None:
         values["tfds_data_dir"] = tfds_data_dir
@@ -114,7 +113,9 @@ def finetune_config(task: str, model: str, data: str = "tfds", recipe: str | Non
 
 def model_overrides(cfg: FinetuneConfig) -> dict:
     """DebertaConfig fields that fine-tuning sets on the pretrained model's config."""
-    overrides = {"num_labels": get_task(cfg.task).num_labels, "dtype": cfg.dtype}
+    family = task_family(cfg.task)
+    overrides = {"dtype": cfg.dtype} if family.num_labels is None else {"dtype": cfg.dtype,
+                                                                           "num_labels": family.num_labels}
     if cfg.cls_dropout is not None:
         overrides["cls_dropout"] = cfg.cls_dropout
     return overrides
@@ -154,20 +155,19 @@ class Evaluator:
             {"params": params}, b["input_ids"], attention_mask=b["attention_mask"],
             token_type_ids=b["token_type_ids"]).logits, out_shardings=replicated(mesh))
 
-    def predict(self, params, encoded, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(predictions [n], labels [n], idx [n]) of `split` in dataset order."""
-        preds, labels, idx = [], [], []
-        for number, batch in enumerate(bucketed_batches(encoded, self.cfg.eval_batch_size, shuffle=False, seed=0,
-                                                        epoch=0)):
+    def predict(self, params, batches, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(logits [n, outputs], labels [n], idx [n]) of the rows of `batches` (one pass over `split`, padding rows
+        of weight 0 dropped), in increasing idx order."""
+        all_logits, labels, idx = [], [], []
+        for number, batch in enumerate(batches):
             device_batch = _device_batch(batch, self.sharding, False, self.vocab_size, f"{split} batch {number}")
             logits = np.asarray(self._logits(params, device_batch))
             keep = np.asarray(batch["weights"]) > 0
-            out = logits[:, 0] if logits.shape[-1] == 1 else logits.argmax(-1)
-            preds.append(out[keep])
+            all_logits.append(logits[keep])
             labels.append(np.asarray(batch["labels"])[keep])
             idx.append(np.asarray(batch["idx"])[keep])
         order = np.argsort(np.concatenate(idx), kind="stable")
-        return (np.concatenate(preds)[order], np.concatenate(labels)[order], np.concatenate(idx)[order])
+        return (np.concatenate(all_logits)[order], np.concatenate(labels)[order], np.concatenate(idx)[order])
 
 
 def make_loss_fn(model, cfg: FinetuneConfig):
@@ -194,11 +194,12 @@ def make_loss_fn(model, cfg: FinetuneConfig):
     return loss_fn
 
 
-def _train_batches(train, cfg: FinetuneConfig, steps_per_epoch: int, start: int, sharding, vocab_size: int):
+def _train_batches(family, train, cfg: FinetuneConfig, steps_per_epoch: int, start: int, sharding,
+                   vocab_size: int):
     """Device batches of the steps from `start` on, epoch after epoch (a resumed run skips what it trained on)."""
     for epoch in itertools.count(start // steps_per_epoch):
-        for position, batch in enumerate(bucketed_batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                                          epoch=epoch)):
+        for position, batch in enumerate(family.batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                                        epoch=epoch)):
             step = epoch * steps_per_epoch + position
             if step >= start:
                 yield _device_batch(batch, sharding, True, vocab_size, f"training step {step + 1}")
@@ -217,25 +218,27 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
     checkpoints = TrainCheckpointer(os.path.join(workdir, "checkpoints"), keep=cfg.loop.keep_checkpoints,
                                     best_directory=os.path.join(workdir, "best"))
     check_resume(workdir, checkpoints, resume)
-    task = get_task(cfg.task)
+    family = task_family(cfg.task)
+    task = family.task
     tokenizer = DebertaV3Tokenizer.from_pretrained(cfg.model, cfg.revision)
-    model, params, report = load_pretrained(cfg.model, "sequence_classification", ignore_mismatched_sizes=True,
+    model, params, report = load_pretrained(cfg.model, family.head, ignore_mismatched_sizes=True,
                                             return_report=True, revision=cfg.revision, **model_overrides(cfg))
     if [k for k in report.missing if not k.startswith(("pooler.", "classifier."))]:
         raise ValueError(f"{cfg.model} lacks backbone weights: {report.missing}")
     check_vocabulary(tokenizer.vocab_size, tokenizer.spm_path, model.config.vocab_size, cfg.model)
 
-    train = encode_examples(load_split(task, cfg.data, "train", cfg.tfds_data_dir), task, tokenizer, cfg.max_length,
-                            cfg.buckets)
-    evals = {split: encode_examples(load_split(task, cfg.data, split, cfg.tfds_data_dir), task, tokenizer,
-                                    cfg.max_length, cfg.buckets) for split in task.validation_splits}
-    steps_per_epoch = math.ceil(len(train.labels) / cfg.batch_size)
+    def encode(split):
+        return family.encode(cfg.data, split, cfg.tfds_data_dir, tokenizer, cfg.max_length, cfg.buckets)
+
+    train = encode("train")
+    evals = {split: encode(split) for split in task.validation_splits}
+    steps_per_epoch = math.ceil(family.batch_units(train) / cfg.batch_size)
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
     schedule, optimizer = finetune_optimizer(cfg, params, model.config.num_hidden_layers, total_steps)
     mesh = make_mesh(cfg.mesh.shape)
     check_batch_divides(cfg.batch_size, mesh, "batch_size")
-    init_args = (jnp.zeros((1, 8), jnp.int32),)
+    init_args = (dummy_inputs(family.head),)
     state, shardings = create_train_state(model, init_args, optimizer, cfg.seed, mesh, params=params)
     train_step = make_train_step(make_loss_fn(model, cfg), optimizer, schedule, shardings, mesh)
     evaluator = Evaluator(model, cfg, mesh)
@@ -244,20 +247,20 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
         state, record = checkpoints.restore(state, shardings)
         start, evaluations = int(jax.device_get(state.step)), record["evaluations"]
 
-    metric_name = main_metric(task)
+    metric_name = task.main_metric
 
     def evaluate(params) -> tuple[float, dict]:
         results = {}
         for split, encoded in evals.items():
-            preds, labels, _ = evaluator.predict(params, encoded, split)
-            results[split] = task_metrics(task, preds, labels)
+            batches = family.batches(encoded, cfg.eval_batch_size, shuffle=False)
+            results[split] = family.metrics(encoded, *evaluator.predict(params, batches, split))
         log.info("%s", json.dumps(results))
         return float(np.mean([r[metric_name] for r in results.values()])), results
 
     logger = ProgressLogger(workdir, total_steps, start, cfg.batch_size * cfg.max_length,
                             enabled=is_main_process(), show_bar=progress)
     end = total_steps if stop_after is None else min(stop_after, total_steps)
-    batches = _train_batches(train, cfg, steps_per_epoch, start, batch_sharding(mesh, leading_axes=1),
+    batches = _train_batches(family, train, cfg, steps_per_epoch, start, batch_sharding(mesh, leading_axes=1),
                              model.config.vocab_size)
     t_start = time.perf_counter()
     try:
@@ -279,7 +282,7 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
     export_dir = os.path.join(workdir, "export")
     summary = {"task": cfg.task, "main_metric": metric_name, "best": best, "steps": total_steps,
                "steps_per_second": (total_steps - start) / max(train_seconds, 1e-9),
-               "train_examples": int(len(train.labels)), "truncated_train_examples": int(train.num_truncated),
+               "train_examples": family.num_examples(train), "truncated_train_examples": family.num_truncated(train),
                "evaluations": evaluations, "export": export_dir, "config": cfg.to_dict()}
     if is_main_process():
         save_pretrained(export_dir, model, best_params)
@@ -293,24 +296,26 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
 def predict(task_name: str, model_dir: str, data: str, out_dir: str, split: str | None = None,
             max_length: int = 128, batch_size: int = 64, revision: str | None = None,
             tfds_data_dir: str | None = None) -> list[str]:
-    """Writes GLUE submission files for the test split(s) of `task_name` with the model in `model_dir` (a
-    directory, or a Hub id at `revision`). Run as several processes, all predict together and process 0 writes."""
+    """Writes GLUE or SuperGLUE submission files for the test split(s) of `task_name` with the model in `model_dir`
+    (a directory, or a Hub id at `revision`). Run as several processes, all predict together and process 0 writes."""
     maybe_initialize_distributed()
-    task = get_task(task_name)
+    family = task_family(task_name)
+    task = family.task
     tokenizer = DebertaV3Tokenizer.from_pretrained(model_dir, revision)
-    model, params = load_pretrained(model_dir, "sequence_classification", revision=revision)
+    model, params = load_pretrained(model_dir, family.head, revision=revision)
     check_vocabulary(tokenizer.vocab_size, tokenizer.spm_path, model.config.vocab_size, model_dir)
-    if model.config.num_labels != task.num_labels:
-        raise ValueError(f"{model_dir} has {model.config.num_labels} labels; task {task.name} needs {task.num_labels}")
+    if family.num_labels is not None and model.config.num_labels != family.num_labels:
+        raise ValueError(f"{model_dir} has {model.config.num_labels} labels; task {task.name} needs "
+                         f"{family.num_labels}")
     cfg = FinetuneConfig(task=task_name, model=model_dir, revision=revision, data=data, tfds_data_dir=tfds_data_dir,
                          max_length=max_length, eval_batch_size=batch_size)
     evaluator = Evaluator(model, cfg, make_mesh(cfg.mesh.shape))
     written = []
     for test_split in ([split] if split else task.test_splits):
-        encoded = encode_examples(load_split(task, data, test_split, tfds_data_dir), task, tokenizer, max_length,
-                                  cfg.buckets)
-        preds, _, idx = evaluator.predict(params, encoded, test_split)
+        encoded = family.encode(data, test_split, tfds_data_dir, tokenizer, max_length, cfg.buckets)
+        batches = family.batches(encoded, batch_size, shuffle=False)
+        logits, _, idx = evaluator.predict(params, batches, test_split)
         if is_main_process():
-            written.append(write_submission(task, idx, preds, out_dir, split=test_split))
+            written.append(family.write_submission(encoded, logits, idx, out_dir, test_split))
     all_processes_reach("submission written")
     return written

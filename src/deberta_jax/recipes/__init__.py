@@ -4,6 +4,7 @@ wheel as well as from a checkout.
     pretrain/NAME.json   pretraining recipes (`deberta-jax pretrain --config NAME`); corpus paths in a recipe are
                          relative to the recipe file
     glue/published.json  microsoft/DeBERTa's published GLUE fine-tuning settings, per task and model
+    superglue/published.json  the same for SuperGLUE (COPA and ReCoRD: all that microsoft/DeBERTa publishes)
     glue/ours.json       our task-independent fine-tuning recipes (e.g. "tiny-cpu")
     ../corpora/          the small corpus the CPU recipe pretrains on (the King James Bible)
 """
@@ -15,7 +16,7 @@ import os
 
 
 def recipe_path(kind: str, name: str) -> str:
-    """The file of recipe `name` (without .json) of `kind` ("pretrain" or "glue")."""
+    """The file of recipe `name` (without .json) of `kind` ("pretrain", "glue" or "superglue")."""
     return str(importlib.resources.files(__name__).joinpath(kind, name + ".json"))
 
 

@@ -87,10 +87,13 @@ def encode_examples(examples: Sequence[Example], task: str | GlueTask, tokenizer
                     max_length: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> EncodedSplit:
     """Tokenizes `examples` as `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` (token types 0, then 1 for b's part).
 
+    `task` is a GLUE task's name, or any object with its `name`, `is_pair`, `is_regression` and `num_labels` (as
+    SuperGLUE's rows pass).
+
     Examples longer than `max_length` are cut with "longest_first" truncation and counted in `num_truncated`.
     Labels must suit the task (class ids in range, finite scores) or be None.
     """
-    task = get_task(task)
+    task = get_task(task) if isinstance(task, str) else task
     if not examples:
         raise ValueError(f"no examples to encode for task {task.name}")
     buckets = bucket_lengths(buckets, max_length)
