@@ -128,6 +128,7 @@ def cmd_prepare_data(args) -> int:
     else:
         print(f"wrote {args.out}/manifest.json: {manifest['rows']} rows of {manifest['seq_len']} tokens, "
               f"{manifest['tokens']} corpus tokens in {len(manifest['shards'])} shards")
+    return 0
 
 
 def cmd_compile(args) -> int:
