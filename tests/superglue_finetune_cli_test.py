@@ -125,6 +125,12 @@ def test_published_superglue_recipes_load():
     with pytest.raises(ValueError, match=r"no published recipe 'base' for task 'superglue/boolq'.*tiny-cpu"):
         load_recipe("superglue/boolq", "base")
     assert load_recipe("superglue/boolq", "tiny-cpu") == load_recipe("sst2", "tiny-cpu")
+    # ours where nothing is published: the published GLUE recipe of the task named in _like, base at twice the lr
+    assert load_recipe("superglue/rte", "deberta-v3-large") == load_recipe("rte", "deberta-v3-large")
+    for name in ("boolq", "cb", "multirc", "rte", "wic", "wsc"):
+        large, base = (load_recipe(f"superglue/{name}", f"deberta-v3-{size}") for size in ("large", "base"))
+        assert base["optimizer"]["learning_rate"] == 2 * large["optimizer"]["learning_rate"]
+        FinetuneConfig(task=f"superglue/{name}", model="m", **large)
 
 
 @pytest.fixture(scope="module")

@@ -84,19 +84,21 @@ class FinetuneConfig(Section):
 
 def load_recipe(task: str, name: str) -> dict:
     """FinetuneConfig values (a nested dict) of recipe `name` for `task`: microsoft/DeBERTa's published settings
-    per task and model (`recipes/glue/published.json`, `recipes/superglue/published.json`), or one of our
-    task-independent recipes (`recipes/glue/ours.json`, e.g. "tiny-cpu" for models pretrained here)."""
+    per task and model (`recipes/glue/published.json`, `recipes/superglue/published.json`), one of our
+    task-independent recipes (`recipes/glue/ours.json`, e.g. "tiny-cpu" for models pretrained here), or our
+    per-task choice where nothing is published (`recipes/superglue/ours.json`)."""
     our_recipes = strip_comments(read_json(recipe_path("glue", "ours")))
     family = task_family(task)
     kind, key = family.recipes
-    published = strip_comments(read_json(recipe_path(kind, "published")))
-    if name in our_recipes:
-        return our_recipes[name]
-    if key not in published or name not in published[key]:
-        known = sorted(published.get(key, {}))
-        raise ConfigError(f"no published recipe {name!r} for task {family.task.name!r}; published: {known}; "
-                          f"ours (any task): {sorted(our_recipes)}")
-    return published[key][name]
+    published = strip_comments(read_json(recipe_path(kind, "published"))).get(key, {})
+    # recipes/glue/ours.json is task-independent (read above); other kinds may add per-task choices of ours
+    ours_for_task = (strip_comments(read_json(recipe_path(kind, "ours"))).get(key, {})
+                     if kind != "glue" and os.path.exists(recipe_path(kind, "ours")) else {})
+    for recipes in (our_recipes, published, ours_for_task):
+        if name in recipes:
+            return recipes[name]
+    raise ConfigError(f"no published recipe {name!r} for task {family.task.name!r}; published: {sorted(published)}; "
+                      f"ours for this task: {sorted(ours_for_task)}; ours (any task): {sorted(our_recipes)}")
 
 
 def finetune_config(task: str, model: str, data: str = "tfds", recipe: str | None = None,
