@@ -315,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     """Runs a command; returns its exit status. An error is reported as one line (see the module docstring)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every step of a save at INFO
+    # jax reports at INFO each accelerator backend it could not start, on every CPU-only machine
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     debug = os.environ.get("DEBERTA_JAX_DEBUG", "") not in ("", "0")
     try:
         args = build_parser().parse_args(argv)
