@@ -25,6 +25,7 @@ from deberta_jax.pretraining.objectives import rtd_loss_fn
 from deberta_jax.pretraining.rtd import ReplacedTokenDetection, generator_config
 from deberta_jax.sharding.rules import ShardingFitWarning, dropped_axes, logical_shardings
 from deberta_jax.tpu.compile import replicated_summary
+from deberta_jax.tpu.report import summary_lines
 from deberta_jax.training.train_step import boxed_train_state
 
 VOCAB, PADDED = 50, 64
@@ -199,3 +200,34 @@ def test_replicated_bytes_per_chip_of_dropped_axes():
          "extra_bytes_per_chip": 3 * (bias - bias // 4)}]
     assert summary["extra_bytes_per_chip"] == 3 * (table // 2 - table // 8 + bias - bias // 4)
     assert replicated_summary(dropped_axes(_boxed_state(PAD32), MESH)) == {"extra_bytes_per_chip": 0, "params": []}
+
+
+def test_the_compile_summary_names_the_replicated_bytes_and_their_largest_parameters():
+    """v3-xsmall unpadded on fsdp=2 x tensor=8 (8 does not divide 128100): its word table [128100, 384] fp32 and
+    the MLM bias keep only fsdp (the table) or nothing (the bias), each with two Adam moments."""
+    mesh = AbstractMesh((1, 2, 8), ("data", "fsdp", "tensor"))
+    replicated = replicated_summary(dropped_axes(_boxed_state(preset("deberta-v3-xsmall", vocab_pad_multiple=1)),
+                                                 mesh))
+    table, bias = 128100 * 384 * 4, 128100 * 4
+    total = 3 * (table // 2 - table // 16) + 3 * (bias - bias // 8)
+    report = {"step": {"kind": "pretrain", "objective": "mlm", "preset": "tiny", "attention_impl": "skew",
+                       "dtype": "float32", "batch_size": 8, "seq_len": 64, "mesh": dict(mesh.shape)},
+              "chip": {"name": "v5e", "peak_bf16_flops": 1.97e14}, "topology": {"name": "v5e-8"}, "chips": 8,
+              "compile_seconds": 1.0, "replicated": replicated,
+              "memory_per_chip": {"total": 2 ** 30, "hbm": 16e9, "hbm_fraction": 0.07, "fits": True,
+                                  "arguments": 1, "outputs": 1, "aliased": 1, "temp": 1},
+              "cost_per_chip": {"flops": 1.0, "bytes_accessed": 1.0}, "model_flops_per_step": 1.0,
+              "compiled_over_model_flops": 1.0,
+              "roofline": {"step_seconds": 1.0, "bound": "memory", "compute_seconds": 0.5, "memory_seconds": 1.0,
+                           "mfu": 0.1},
+              "collectives": {"by_kind": {}}, "gathers": 0, "while_loops": 0}
+    line = [x for x in summary_lines(report) if x.strip().startswith("replicated")]
+    assert replicated["extra_bytes_per_chip"] == total
+    assert line == [f"  replicated       {total / 2 ** 30:.2f} GiB per chip of state that a mesh axis does not divide: "
+                    f"deberta/embeddings/word_embeddings/embedding (tensor on dim 0: "
+                    f"{3 * (table // 2 - table // 16) / 2 ** 30:.2f} GiB), cls/predictions/bias (tensor on dim 0: "
+                    "0.00 GiB)"]
+    # padded to 128128 rows (the default), tensor=8 divides the table and the bias: nothing replicated, no line
+    report["replicated"] = replicated_summary(dropped_axes(_boxed_state(preset("deberta-v3-xsmall")), mesh))
+    assert report["replicated"] == {"extra_bytes_per_chip": 0, "params": []}
+    assert not [x for x in summary_lines(report) if "replicated" in x]
