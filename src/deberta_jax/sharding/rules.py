@@ -14,6 +14,7 @@ import warnings
 
 import flax.linen as nn
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 LogicalRules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
@@ -78,18 +79,16 @@ def _fitted(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> tuple[Pa
     return PartitionSpec(*fitted), dropped
 
 
-def _fit(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh, name: str = "a parameter",
-         warned: set | None = None) -> PartitionSpec:
-    """Drops mesh axes from dimensions they do not divide, with a ShardingFitWarning for each: once per text in
-    `warned` (a parameter and its optimizer moments share a name), and Python shows a given text once anyway."""
+def _fit(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh, name: str, warned: set[str]) -> PartitionSpec:
+    """Drops mesh axes from dimensions they do not divide, with a ShardingFitWarning for each that names parameter
+    `name`: once per text, recorded in `warned` (a parameter and its optimizer moments share a name and a shape)."""
     fitted, dropped = _fitted(spec, shape, mesh)
     for dim, axis in dropped:
         text = (f"{name} {tuple(shape)}: mesh axis {axis!r} (size {mesh.shape[axis]}) does not divide dimension "
                 f"{dim} ({shape[dim]}); that dimension is replicated over it")
-        if warned is None or text not in warned:
-            warnings.warn(text, ShardingFitWarning, stacklevel=2)
-        if warned is not None:
+        if text not in warned:
             warned.add(text)
+            warnings.warn(text, ShardingFitWarning, stacklevel=2)
     return fitted
 
 
@@ -117,7 +116,8 @@ def _leaves(boxed_tree, rules: LogicalRules):
 def logical_shardings(boxed_tree, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES):
     """NamedShardings for a tree of (abstract) arrays, some wrapped in logical-axis boxes (params, and optimizer
     state built from boxed params); unboxed leaves are replicated. Returns a tree shaped like the unboxed tree.
-    Warns (ShardingFitWarning) for each mesh axis dropped from a dimension it does not divide."""
+    Warns (ShardingFitWarning) for each mesh axis dropped from a dimension it does not divide; Python shows a given
+    warning once per process, so a state built twice warns once."""
     warned = set()
     return jax.tree_util.tree_map(lambda x: NamedSharding(mesh, _fit(x.spec, tuple(x.leaf.shape), mesh, x.name,
                                                                      warned)),
@@ -137,7 +137,7 @@ def dropped_axes(boxed_tree, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES) ->
         shape = tuple(x.leaf.shape)
         fitted, dropped = _fitted(x.spec, shape, mesh)
         if dropped:
-            nbytes = math.prod(shape) * jax.numpy.dtype(x.leaf.dtype).itemsize
+            nbytes = math.prod(shape) * np.dtype(x.leaf.dtype).itemsize
             extra = nbytes // _devices_along(fitted, mesh) - nbytes // _devices_along(x.spec, mesh)
             out.append(DroppedAxes(x.name, shape, tuple(dropped), extra))
     return out

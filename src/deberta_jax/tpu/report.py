@@ -57,8 +57,8 @@ def summary_lines(report: dict) -> list[str]:
         largest = ", ".join(f"{e['param']} ({', '.join(e['dropped'])}: {_gib(e['extra_bytes_per_chip'])})"
                             for e in replicated["params"][:3])
         more = len(replicated["params"]) - 3
-        lines.append(f"  replicated       {_gib(replicated['extra_bytes_per_chip'])} per chip of state that a mesh axis "
-                     f"does not divide: {largest}{f' and {more} more' if more > 0 else ''}")
+        lines.append(f"  replicated       {_gib(replicated['extra_bytes_per_chip'])} per chip of state that a mesh "
+                     f"axis does not divide: {largest}{f' and {more} more' if more > 0 else ''}")
     cost, bound = report["cost_per_chip"], report["roofline"]
     lines.append(f"  per chip         {cost['flops']:.3e} FLOP, {cost['bytes_accessed']:.3e} bytes accessed")
     lines.append(f"  roofline step    {bound['step_seconds'] * 1e3:.1f} ms, {bound['bound']}-bound (compute "
