@@ -34,7 +34,7 @@ class DebertaEmbeddings(nn.Module):
     def setup(self):
         cfg = self.config
         if not self.external_word_embeddings:
-            self.word_embeddings = embed(cfg, cfg.vocab_size, cfg.embed_dim, ("vocab", "embed_in"))
+            self.word_embeddings = embed(cfg, cfg.padded_vocab_size, cfg.embed_dim, ("vocab", "embed_in"))
         if cfg.position_biased_input:
             self.position_embeddings = embed(cfg, cfg.max_position_embeddings, cfg.embed_dim, ("position", "embed_in"))
         if cfg.type_vocab_size > 0:
@@ -45,7 +45,7 @@ class DebertaEmbeddings(nn.Module):
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
     def attend(self, hidden: jnp.ndarray) -> jnp.ndarray:
-        """Logits against the word embedding table (the tied MLM decoder): [..., E] -> [..., vocab]."""
+        """Logits against the word embedding table (the tied MLM decoder): [..., E] -> [..., padded_vocab]."""
         return self.word_embeddings.attend(hidden)
 
     def __call__(self, input_ids, token_mask, token_type_ids=None, position_ids=None, inputs_embeds=None,
