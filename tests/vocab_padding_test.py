@@ -110,6 +110,32 @@ def _rtd_batch():
     return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
+@pytest.mark.parametrize("sharing", ["gdes", "nes"])
+def test_an_id_outside_the_vocabulary_reads_no_padded_row(sharing):
+    """ids vocab_size .. padded-1 exist as rows of the padded table; they must poison their sequence with NaN as
+    in an unpadded model (not read a padded row), and ids in [-vocab_size, 0) must wrap to the real vocabulary's
+    end, in the backbone's lookup and in the RTD discriminator's lookup of its shared table alike."""
+    model = ReplacedTokenDetection(generator_config(PAD32), PAD32, sharing)
+    params = _loud_padding(nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"]),
+                           PAD32)
+    backbone = jax.jit(lambda ids: model.apply({"params": params}, ids, jnp.ones_like(ids),
+                                               jnp.zeros((2, 1), jnp.int32), method=model.generator_logits))
+    disc = jax.jit(lambda ids: model.apply({"params": params}, ids, jnp.ones_like(ids),
+                                           method=model.discriminator_logits))
+    ids = np.array([[1, 5, 6, 7, 8, 9, 10, 2], [1, 11, 12, 13, 14, 15, 16, 2]], np.int32)
+
+    def with_id(apply, value):
+        changed = ids.copy()
+        changed[0, 3] = value
+        return np.asarray(apply(changed))[..., :VOCAB]  # the MLM logits' padded columns are masked, NaN or not
+
+    for apply in (backbone, disc):
+        for outside in (VOCAB, PADDED - 1, -VOCAB - 1):
+            out = with_id(apply, outside)
+            assert np.isnan(out[0]).all() and not np.isnan(out[1]).any(), outside
+        np.testing.assert_array_equal(with_id(apply, -1), with_id(apply, VOCAB - 1))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sharing", ["gdes", "nes"])
 def test_rtd_step_losses_equal_the_unpadded_models(sharing):

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from deberta_jax.config import DebertaConfig
-from deberta_jax.model.layers import dense, embed, layer_norm
+from deberta_jax.model.layers import dense, embed, layer_norm, word_table_ids
 
 # Epsilon of the affine-free LayerNorm that embeddings go through before a perturbation is added (microsoft/DeBERTa's
 # SiFT normalises with it).
@@ -66,7 +66,7 @@ class DebertaEmbeddings(nn.Module):
         if inputs_embeds is None:
             if self.external_word_embeddings:
                 raise ValueError("this model's word embeddings are external: pass inputs_embeds")
-            inputs_embeds = self.word_embeddings(input_ids)
+            inputs_embeds = self.word_embeddings(word_table_ids(input_ids, cfg.vocab_size, cfg.padded_vocab_size))
         embeddings = inputs_embeds
         seq_len = embeddings.shape[1]
         if cfg.position_biased_input:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from deberta_jax.activations import ACTIVATIONS
 from deberta_jax.config import DebertaConfig
-from deberta_jax.model.layers import dense, layer_norm
+from deberta_jax.model.layers import dense, layer_norm, word_table_ids
 from deberta_jax.model.modeling import DebertaForMaskedLM, DebertaModel
 
 SHARING_MODES = ("gdes", "es", "nes")
@@ -87,7 +87,8 @@ class ReplacedTokenDetection(nn.Module):
             out = self.discriminator(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                      deterministic=deterministic)
         else:
-            embeds = jnp.take(table, input_ids, axis=0).astype(self.discriminator_config.compute_dtype)
+            ids = word_table_ids(input_ids, self.discriminator_config.vocab_size, table.shape[0])
+            embeds = jnp.take(table, ids, axis=0).astype(self.discriminator_config.compute_dtype)
             out = self.discriminator(attention_mask=attention_mask, token_type_ids=token_type_ids, inputs_embeds=embeds,
                                      deterministic=deterministic)
         return self.rtd_head(out.last_hidden_state)
