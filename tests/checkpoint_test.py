@@ -118,15 +118,22 @@ def test_shape_mismatch_names_key_and_shapes(tmp_path):
 def test_bfloat16_and_sharded_checkpoints(tmp_path):
     hf_model = random_hf_model("v3", "masked_lm")
     hf_model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
-    _, params = load_pretrained(tmp_path / "bf16", "masked_lm")
+    model, params = load_pretrained(tmp_path / "bf16", "masked_lm")
     expected = hf_model.deberta.embeddings.word_embeddings.weight.detach().float().numpy()
-    np.testing.assert_array_equal(np.asarray(params["deberta"]["embeddings"]["word_embeddings"]["embedding"]),
-                                  expected)
+    _assert_padded_table(params, expected, model.config.padded_vocab_size)
     hf_model.float().save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
     assert os.path.exists(tmp_path / "sharded" / "model.safetensors.index.json")
     _, sharded = load_pretrained(tmp_path / "sharded", "masked_lm")
-    np.testing.assert_array_equal(np.asarray(sharded["deberta"]["embeddings"]["word_embeddings"]["embedding"]),
-                                  hf_model.deberta.embeddings.word_embeddings.weight.detach().numpy())
+    _assert_padded_table(sharded, hf_model.deberta.embeddings.word_embeddings.weight.detach().numpy(),
+                         model.config.padded_vocab_size)
+
+
+def _assert_padded_table(params, hf_table, padded_rows: int):
+    """The loaded word table is the checkpoint's, then zero rows up to the padded vocabulary (99 -> 128)."""
+    table = np.asarray(params["deberta"]["embeddings"]["word_embeddings"]["embedding"])
+    assert table.shape == (padded_rows, hf_table.shape[1]) and padded_rows == 128 > hf_table.shape[0]
+    np.testing.assert_array_equal(table[:len(hf_table)], hf_table)
+    assert not table[len(hf_table):].any()
 
 
 @pytest.mark.reference

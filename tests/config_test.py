@@ -10,6 +10,7 @@ import transformers
 
 from deberta_jax.config import PRESETS, DebertaConfig, preset
 from deberta_jax.model.modeling import abstract_params, build_model
+from deberta_jax.model.vocab_padding import unpadded_params
 
 
 @pytest.mark.parametrize("changes,field", [
@@ -59,6 +60,10 @@ def test_hf_config_round_trip(tmp_path, name):
     assert DebertaConfig.from_hf_dict(hf.to_dict()) == config
 
 
+def _count(shapes) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
+
+
 def _hf_param_count(config: DebertaConfig) -> int:
     hf_config = transformers.AutoConfig.for_model(**config.to_hf_dict())
     with torch.device("meta"):
@@ -71,18 +76,20 @@ def _hf_param_count(config: DebertaConfig) -> int:
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_full_size_presets_have_reference_parameter_counts(name):
     config = preset(name)
-    shapes = abstract_params(build_model(config))  # jax.eval_shape: nothing allocated
-    ours = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
-    assert ours == _hf_param_count(config)
+    model = build_model(config)
+    shapes = unpadded_params(model, abstract_params(model))  # jax.eval_shape: nothing allocated; vocab_size rows
+    assert _count(shapes) == _hf_param_count(config)
 
 
 def test_v3_base_parameter_budget():
     # Published: 85.45M backbone + 98.38M embeddings = 183.83M (128100 x 768 word embeddings + rel table + LN).
-    shapes = abstract_params(build_model(preset("deberta-v3-base")))
-    total = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
-    embeddings = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes["embeddings"]))
-    assert round(total / 1e6, 2) == 183.83
-    assert round(embeddings / 1e6, 2) == 98.38
+    shapes = abstract_params(build_model(preset("deberta-v3-base", vocab_pad_multiple=1)))
+    assert round(_count(shapes) / 1e6, 2) == 183.83
+    assert round(_count(shapes["embeddings"]) / 1e6, 2) == 98.38
+    # padded to a multiple of 128 by default: 28 more rows of 768 in the word table, nothing else
+    padded = abstract_params(build_model(preset("deberta-v3-base")))
+    assert preset("deberta-v3-base").padded_vocab_size == 128128
+    assert _count(padded) - _count(shapes) == _count(padded["embeddings"]) - _count(shapes["embeddings"]) == 28 * 768
 
 
 def test_replace_rejects_unknown_fields():

@@ -18,6 +18,7 @@ import torch
 
 from deberta_jax.conversion.hf_checkpoint import params_to_state_dict
 from deberta_jax.finetuning.train import FinetuneConfig, make_loss_fn
+from deberta_jax.model.vocab_padding import unpadded_params
 from deberta_jax.sharding.mesh import make_mesh
 from deberta_jax.training.optimizer import (
     OptimizerConfig, layer_decay_factors, learning_rate_schedule, make_optimizer,
@@ -123,7 +124,8 @@ def _jax_run(model, params, batches, task: str, opt_cfg: OptimizerConfig):
         losses.append(float(metrics["loss"]))
         norms.append(float(metrics["grad_norm"]))
         rates.append(float(metrics["learning_rate"]))
-    return np.array(losses), np.array(norms), np.array(rates), params_to_state_dict(state.params, HEAD)
+    final = params_to_state_dict(unpadded_params(model, state.params), HEAD)
+    return np.array(losses), np.array(norms), np.array(rates), final
 
 
 @pytest.mark.parametrize("task,num_labels,layer_decay", [("sst2", 2, 1.0), ("stsb", 1, 0.8)],

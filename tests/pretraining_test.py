@@ -183,7 +183,7 @@ def test_exported_gdes_discriminator_loads_in_transformers(tmp_path):
     disc = export_discriminator_params(params)
     save_pretrained(tmp_path, DebertaModel(TINY_V3), disc)
     hf = transformers.AutoModel.from_pretrained(tmp_path)
-    table = np.asarray(params["generator"]["deberta"]["embeddings"]["word_embeddings"]["embedding"]) + 0.25
+    table = np.asarray(params["generator"]["deberta"]["embeddings"]["word_embeddings"]["embedding"])[:64] + 0.25
     np.testing.assert_array_equal(hf.embeddings.word_embeddings.weight.detach().numpy(), table)
     ids = np.random.default_rng(2).integers(4, 64, size=(1, 9))
     ours = DebertaModel(TINY_V3).apply({"params": disc}, jnp.asarray(ids)).last_hidden_state

@@ -26,6 +26,7 @@ float64 the worst difference is ~2e-7 (E_delta; optax computes the learning rate
 
 import types
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from deberta_jax.config import DebertaConfig
 from deberta_jax.conversion.hf_checkpoint import hf_key, params_to_state_dict, swap_layout
+from deberta_jax.model.vocab_padding import resize_axis, resize_vocab, vocab_axes
 from deberta_jax.pretraining.config import PretrainConfig
 from deberta_jax.pretraining.train import PretrainBatches, build_objective, pretrain_optimizer
 from deberta_jax.sharding.mesh import make_mesh
@@ -106,11 +108,15 @@ def _add_noise(module: torch.nn.Module, skip: tuple = ()) -> torch.nn.Module:
 
 def _params_from_torch(module: torch.nn.Module, model, init_args) -> dict:
     """Our params holding the torch module's weights: each param path names its torch parameter by `hf_key` (the
-    checkpoint conversion's rule), kernels transposed. The two name sets must be equal."""
-    abstract = flatten_dict(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *init_args))["params"])
+    checkpoint conversion's rule), kernels transposed, vocabulary-sized ones padded with zero rows to our padded
+    vocabulary. The two name sets must be equal."""
+    boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *init_args))["params"]
+    abstract, padded = flatten_dict(nn.meta.unbox(boxed)), vocab_axes(boxed)
     theirs = {name: p.detach().numpy() for name, p in module.named_parameters()}
     assert {hf_key(path) for path in abstract} == set(theirs)
-    return unflatten_dict({path: swap_layout(path, theirs[hf_key(path)]) for path in abstract})
+    ours = {path: swap_layout(path, theirs[hf_key(path)]) for path in abstract}
+    return unflatten_dict({path: resize_axis(x, padded[path], abstract[path].shape[padded[path]]) if path in padded
+                           else x for path, x in ours.items()})
 
 
 def _torch_optimizer(module: torch.nn.Module, opt_cfg: OptimizerConfig, total: int):
@@ -167,7 +173,8 @@ def _train_side_by_side(cfg: PretrainConfig, config: DebertaConfig, module: torc
         for key, value in theirs.items():
             np.testing.assert_allclose(np.asarray(metrics[key]), value.detach().numpy(), rtol=TOLERANCE, atol=0,
                                        err_msg=f"step {step}: {key}")
-    ours = params_to_state_dict(state.params, None)
+    padded = vocab_axes(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *init_args))["params"])
+    ours = params_to_state_dict(resize_vocab(state.params, padded, VOCAB), None)
     theirs = {name: p.detach().numpy() for name, p in module.named_parameters()}
     assert set(ours) == set(theirs)
     return ours, theirs

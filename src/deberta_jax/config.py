@@ -25,7 +25,7 @@ ATTENTION_IMPLS = ("reference", "skew", "chunked", "pallas")
 FUSED_ATTENTION_IMPLS = ("chunked", "pallas")
 # Fields that choose how the network is computed, not what it computes: never written to or read from HF files.
 _JAX_ONLY_FIELDS = ("dtype", "param_dtype", "remat", "attention_impl", "attention_block_q", "attention_block_k",
-                    "scan_layers")
+                    "scan_layers", "vocab_pad_multiple")
 
 # HF config keys that do not change the numbers of the network itself; accepted and dropped when reading.
 _IGNORED_HF_KEYS = frozenset(
@@ -89,6 +89,10 @@ class DebertaConfig(Section):
     attention_block_q: int = 128
     attention_block_k: int = 128
     scan_layers: bool = False
+    # Vocabulary-sized parameters (word table, MLM bias, RTD's embedding delta) get this many rows more than
+    # vocab_size, rounded up to a multiple of it, so that tensor / fsdp mesh axes divide them (v3: 128100 -> 128128).
+    # The padded ids are never predicted or sampled; HF files hold vocab_size rows. 1 pads nothing.
+    vocab_pad_multiple: int = 128
 
     def __post_init__(self):
         if isinstance(self.pos_att_type, str):
@@ -111,7 +115,8 @@ class DebertaConfig(Section):
             (self.model_type in _MODEL_TYPES, "model_type", f"must be one of {_MODEL_TYPES}"),
             *[(getattr(self, name) >= 1, name, "must be a positive integer")
               for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                           "intermediate_size", "max_position_embeddings", "attention_block_q", "attention_block_k")],
+                           "intermediate_size", "max_position_embeddings", "attention_block_q", "attention_block_k",
+                           "vocab_pad_multiple")],
             (self.type_vocab_size >= 0, "type_vocab_size", "must be >= 0"),
             (self.attention_head_size is not None or self.num_attention_heads < 1
              or self.hidden_size % self.num_attention_heads == 0,
@@ -168,6 +173,11 @@ class DebertaConfig(Section):
     def embed_dim(self) -> int:
         """Width of the word embedding table (`embedding_size`, defaulting to `hidden_size`)."""
         return self.embedding_size or self.hidden_size
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the vocabulary-sized parameters: `vocab_size` rounded up to a multiple of `vocab_pad_multiple`."""
+        return -(-self.vocab_size // self.vocab_pad_multiple) * self.vocab_pad_multiple
 
     @property
     def max_relative(self) -> int:

@@ -21,7 +21,8 @@ from deberta_jax.config import DebertaConfig
 from deberta_jax.config_tree import read_json
 from deberta_jax.conversion import hub, safetensors_io
 from deberta_jax.model.layer_stacking import stack_layers, unstack_layers
-from deberta_jax.model.modeling import abstract_params, build_model, head_of, hf_architecture, init_params
+from deberta_jax.model.modeling import abstract_boxed_params, build_model, head_of, hf_architecture, init_params
+from deberta_jax.model.vocab_padding import resize_axis, unpadded_params, vocab_axes
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ def hf_shape(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def params_to_state_dict(params, head: str | None) -> dict[str, np.ndarray]:
-    """deberta-jax params (either layer layout) -> HF state dict (NumPy arrays in torch layout)."""
+    """deberta-jax params (either layer layout) -> HF state dict (NumPy arrays in torch layout). Vocabulary-sized
+    params are written as they are: cut them to `vocab_size` first (`unpadded_params`)."""
     params = unstack_layers(nn.meta.unbox(params))
     return {hf_key(path): np.asarray(swap_layout(path, np.asarray(jax.device_get(v))))
             for path, v in flatten_dict(params).items()}
@@ -88,7 +90,8 @@ def state_dict_to_params(state: dict[str, np.ndarray], model: nn.Module, *, igno
 
     Missing keys are filled from a fresh init (as HF does for a new head). A shape mismatch raises, naming the key
     and both shapes, unless `ignore_mismatched_sizes` (then that tensor is re-initialised and reported). A model
-    with `scan_layers` gets its layers stacked after the per-layer conversion.
+    with `scan_layers` gets its layers stacked after the per-layer conversion. Vocabulary-sized tensors hold
+    `vocab_size` rows in the checkpoint and get zero rows up to the model's `padded_vocab_size`.
     """
     config: DebertaConfig = model.config
     if config.scan_layers:
@@ -97,7 +100,8 @@ def state_dict_to_params(state: dict[str, np.ndarray], model: nn.Module, *, igno
         return stack_layers(params), report
     head = head_of(model)
     state = _normalise_prefix(state, head)
-    expected = flatten_dict(abstract_params(model))
+    boxed = abstract_boxed_params(model)
+    expected, padded = flatten_dict(nn.meta.unbox(boxed)), vocab_axes(boxed)
     flat, missing, mismatched, used = {}, [], [], set()
     for path, spec in expected.items():
         key = hf_key(path)
@@ -106,14 +110,18 @@ def state_dict_to_params(state: dict[str, np.ndarray], model: nn.Module, *, igno
             continue
         used.add(key)
         value = np.asarray(state[key])
-        expected_shape = hf_shape(path, spec.shape)
+        shape = list(spec.shape)
+        if path in padded:
+            shape[padded[path]] = config.vocab_size
+        expected_shape = hf_shape(path, tuple(shape))
         if tuple(value.shape) != expected_shape:
             if ignore_mismatched_sizes:
                 mismatched.append(key)
                 continue
             raise ValueError(f"checkpoint key {key!r} has shape {tuple(value.shape)}, but the model "
                              f"(param {'/'.join(path)}) expects {expected_shape}")
-        flat[path] = swap_layout(path, value).astype(config.storage_dtype)
+        value = swap_layout(path, value).astype(config.storage_dtype)
+        flat[path] = resize_axis(value, padded[path], spec.shape[padded[path]]) if path in padded else value
     unexpected = sorted(k for k in state if k not in used and not _TIED_OR_BUFFER.match(k))
     if missing or mismatched:
         fresh = flatten_dict(init_params(model, jax.random.PRNGKey(seed)))
@@ -184,6 +192,6 @@ def save_pretrained(path: str | os.PathLike, model: nn.Module, params) -> None:
     config: DebertaConfig = model.config
     architecture = hf_architecture(config, head)
     os.makedirs(path, exist_ok=True)
-    state = params_to_state_dict(params, head)
+    state = params_to_state_dict(unpadded_params(model, params), head)
     safetensors_io.save_file(state, os.path.join(path, "model.safetensors"))
     config.to_json_file(os.path.join(path, "config.json"), architecture)

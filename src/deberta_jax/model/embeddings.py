@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from deberta_jax.config import DebertaConfig
-from deberta_jax.model.layers import dense, embed, layer_norm
+from deberta_jax.model.layers import dense, embed, layer_norm, word_table_ids
 
 # Epsilon of the affine-free LayerNorm that embeddings go through before a perturbation is added (microsoft/DeBERTa's
 # SiFT normalises with it).
@@ -34,7 +34,7 @@ class DebertaEmbeddings(nn.Module):
     def setup(self):
         cfg = self.config
         if not self.external_word_embeddings:
-            self.word_embeddings = embed(cfg, cfg.vocab_size, cfg.embed_dim, ("vocab", "embed_in"))
+            self.word_embeddings = embed(cfg, cfg.padded_vocab_size, cfg.embed_dim, ("vocab", "embed_in"))
         if cfg.position_biased_input:
             self.position_embeddings = embed(cfg, cfg.max_position_embeddings, cfg.embed_dim, ("position", "embed_in"))
         if cfg.type_vocab_size > 0:
@@ -45,7 +45,7 @@ class DebertaEmbeddings(nn.Module):
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
     def attend(self, hidden: jnp.ndarray) -> jnp.ndarray:
-        """Logits against the word embedding table (the tied MLM decoder): [..., E] -> [..., vocab]."""
+        """Logits against the word embedding table (the tied MLM decoder): [..., E] -> [..., padded_vocab]."""
         return self.word_embeddings.attend(hidden)
 
     def __call__(self, input_ids, token_mask, token_type_ids=None, position_ids=None, inputs_embeds=None,
@@ -66,7 +66,7 @@ class DebertaEmbeddings(nn.Module):
         if inputs_embeds is None:
             if self.external_word_embeddings:
                 raise ValueError("this model's word embeddings are external: pass inputs_embeds")
-            inputs_embeds = self.word_embeddings(input_ids)
+            inputs_embeds = self.word_embeddings(word_table_ids(input_ids, cfg.vocab_size, cfg.padded_vocab_size))
         embeddings = inputs_embeds
         seq_len = embeddings.shape[1]
         if cfg.position_biased_input:

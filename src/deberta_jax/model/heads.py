@@ -11,9 +11,18 @@ from deberta_jax.model.layers import dense, layer_norm
 
 
 def _vocab_bias(module: nn.Module, config: DebertaConfig) -> jnp.ndarray:
-    """The output-only bias per vocabulary entry (call from `setup`)."""
+    """The output-only bias per (padded) vocabulary entry (call from `setup`)."""
     init = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab",))
-    return module.param("bias", init, (config.vocab_size,), config.storage_dtype)
+    return module.param("bias", init, (config.padded_vocab_size,), config.storage_dtype)
+
+
+def mask_padded_vocab(logits: jnp.ndarray, vocab_size: int) -> jnp.ndarray:
+    """[..., padded_vocab] logits with the padded ids' set to the dtype's minimum: softmax gives them 0, argmax
+    and sampling never pick them, and no gradient reaches their rows."""
+    if logits.shape[-1] == vocab_size:
+        return logits
+    real = jnp.arange(logits.shape[-1]) < vocab_size
+    return jnp.where(real, logits, jnp.finfo(logits.dtype).min)
 
 
 class PredictionTransform(nn.Module):
@@ -39,9 +48,10 @@ class LegacyLMPredictions(nn.Module):
         self.bias = _vocab_bias(self, self.config)
 
     def __call__(self, hidden, attend):
-        """hidden: [..., hidden]; attend: maps [..., E] to [..., vocab] with the word table. Returns logits."""
+        """hidden: [..., hidden]; attend: maps [..., E] to [..., padded_vocab] with the word table. Returns logits
+        [..., padded_vocab], the padded ids' masked."""
         logits = attend(self.transform(hidden))
-        return logits + self.bias.astype(logits.dtype)
+        return mask_padded_vocab(logits + self.bias.astype(logits.dtype), self.config.vocab_size)
 
 
 class LegacyMLMHead(nn.Module):
@@ -71,7 +81,7 @@ class LMHead(nn.Module):
     def __call__(self, hidden, attend):
         hidden = self.LayerNorm(ACTIVATIONS[self.config.hidden_act](self.dense(hidden)))
         logits = attend(hidden)
-        return logits + self.bias.astype(logits.dtype)
+        return mask_padded_vocab(logits + self.bias.astype(logits.dtype), self.config.vocab_size)
 
 
 class MLMPredictions(nn.Module):

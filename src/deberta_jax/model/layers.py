@@ -31,6 +31,17 @@ def dense(config: DebertaConfig, features: int, axes: tuple[str, str], *, use_bi
     )
 
 
+def word_table_ids(ids: jnp.ndarray, vocab_size: int, rows: int) -> jnp.ndarray:
+    """int [...] token ids -> the rows a word-table lookup of a `rows`-row (padded) table should read: what an
+    unpadded table of `vocab_size` rows would read. Ids in [-vocab_size, 0) wrap to the end of the real vocabulary;
+    ids outside [-vocab_size, vocab_size) point past the table, where the lookup fills NaN. So a padded row is never
+    read: an id the vocabulary does not have still poisons its sequence instead of reading a zero row silently."""
+    if rows == vocab_size:
+        return ids
+    ids = jnp.where(ids < 0, ids + vocab_size, ids)
+    return jnp.where((ids < 0) | (ids >= vocab_size), rows, ids)
+
+
 def embed(config: DebertaConfig, num: int, features: int, axes: tuple[str, str], name: str | None = None) -> nn.Embed:
     return nn.Embed(
         num,

@@ -51,7 +51,7 @@ class DebertaModel(nn.Module):
         self.encoder = DebertaEncoder(self.config)
 
     def attend(self, hidden):
-        """Tied decoder: [..., embedding_size] -> [..., vocab]."""
+        """Tied decoder: [..., embedding_size] -> [..., padded_vocab]."""
         return self.embeddings.attend(hidden)
 
     def rerun_last_layer(self, received: LayerInputs, query_states, deterministic: bool = True):
@@ -114,7 +114,9 @@ class _WithBackbone(nn.Module):
 class DebertaForMaskedLM(_WithBackbone):
     """Backbone + MLM head with the decoder tied to the word embeddings (`cls.*` or `lm_predictions.*`).
 
-    Call with `masked_positions` (int [B, M]) to compute logits [B, M, vocab] only there.
+    Call with `masked_positions` (int [B, M]) to compute logits [B, M, vocab] only there. The logits cover the
+    `vocab_size` real ids; with `padded_vocab=True` they keep the padded width (`config.padded_vocab_size`, the
+    padded ids' logits at the dtype's minimum), which the mesh axes divide: what the pretraining losses take.
     """
 
     def setup(self):
@@ -125,20 +127,22 @@ class DebertaForMaskedLM(_WithBackbone):
             self.lm_predictions = MLMPredictions(self.config)
 
     def mlm_logits(self, hidden):
-        """[..., hidden] -> [..., vocab]; callers pass only the positions they score."""
+        """[..., hidden] -> [..., padded_vocab], the padded ids' masked; callers pass only the positions they
+        score."""
         head = self.cls if self.config.legacy else self.lm_predictions
         return head(hidden, self.deberta.attend)
 
-    def __call__(self, input_ids=None, *, masked_positions=None, deterministic: bool = True,
-                 **backbone_kwargs) -> DebertaOutput:
+    def __call__(self, input_ids=None, *, masked_positions=None, padded_vocab: bool = False,
+                 deterministic: bool = True, **backbone_kwargs) -> DebertaOutput:
         out = self.deberta(input_ids, deterministic=deterministic, **backbone_kwargs)
-        return self.head(out, deterministic, masked_positions)
+        return self.head(out, deterministic, masked_positions, padded_vocab)
 
-    def head(self, out, deterministic, masked_positions=None):
+    def head(self, out, deterministic, masked_positions=None, padded_vocab: bool = False):
         hidden = out.last_hidden_state
         if masked_positions is not None:
             hidden = jnp.take_along_axis(hidden, masked_positions[..., None], axis=1)
-        return out.replace(logits=self.mlm_logits(hidden))
+        logits = self.mlm_logits(hidden)
+        return out.replace(logits=logits if padded_vocab else logits[..., :self.config.vocab_size])
 
 
 class DebertaForSequenceClassification(_WithBackbone):
@@ -253,7 +257,12 @@ def init_params(model: nn.Module, rng, seq_len: int = 8):
     return nn.meta.unbox(model.init(rng, dummy_inputs(head, seq_len))["params"])
 
 
+def abstract_boxed_params(model: nn.Module, seq_len: int = 8):
+    """ShapeDtypeStructs of the params in their logical-axis boxes, computed without allocating them."""
+    head = head_of(model)
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy_inputs(head, seq_len)))["params"]
+
+
 def abstract_params(model: nn.Module, seq_len: int = 8):
     """ShapeDtypeStructs of the params, computed without allocating them."""
-    head = head_of(model)
-    return nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy_inputs(head, seq_len)))["params"])
+    return nn.meta.unbox(abstract_boxed_params(model, seq_len))

@@ -54,12 +54,12 @@ class DebertaForMLMPretraining(DebertaForMaskedLM):
             query = self.deberta.rerun_last_layer(received, query, deterministic)
         return query
 
-    def __call__(self, input_ids=None, *, masked_positions=None, unchanged=None, deterministic: bool = True,
-                 **backbone_kwargs):
+    def __call__(self, input_ids=None, *, masked_positions=None, unchanged=None, padded_vocab: bool = False,
+                 deterministic: bool = True, **backbone_kwargs):
         """As DebertaForMaskedLM; `unchanged` (bool [B, N]) marks selected tokens left as they were."""
         decode = self.emd_steps > 0
         out = self.deberta(input_ids, deterministic=deterministic, output_last_layer_inputs=decode, **backbone_kwargs)
         if decode:
             hidden = self.enhanced_mask_decoder(out.last_layer_inputs, unchanged, deterministic)
             out = out.replace(last_hidden_state=hidden, last_layer_inputs=None)
-        return self.head(out, deterministic, masked_positions)
+        return self.head(out, deterministic, masked_positions, padded_vocab)

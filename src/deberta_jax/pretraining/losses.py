@@ -15,7 +15,8 @@ def masked_lm_loss(logits, labels, weights):
     """Weighted mean cross-entropy and accuracy over prediction slots.
 
     Args:
-      logits: [B, M, vocab]; labels: int [B, M]; weights: [B, M] (0 for padding slots).
+      logits: [B, M, vocab] (or the padded vocabulary, the padded ids' logits at the dtype's minimum); labels: int
+        [B, M]; weights: [B, M] (0 for padding slots).
     Returns:
       (loss, accuracy), fp32 scalars (float64 for float64 logits); 0 when no slot has weight.
     """
@@ -27,10 +28,20 @@ def masked_lm_loss(logits, labels, weights):
     return (nll * weights).sum() / total, (correct * weights).sum() / total
 
 
-def sample_replacements(rng, logits, temperature: float = 1.0):
-    """Samples from the generator's full softmax; no gradient flows through sampling. [B, M, vocab] -> [B, M]."""
+def sample_replacements(rng, logits, temperature: float = 1.0, vocab_size: int | None = None):
+    """Samples from the generator's full softmax; no gradient flows through sampling. [B, M, padded_vocab] ->
+    [B, M].
+
+    Ids from `vocab_size` (default: all of the last axis) on are padding and never drawn. The Gumbel noise is
+    drawn over the `vocab_size` real ids only, so the samples are `jax.random.categorical`'s on the unpadded
+    logits, whatever the padding.
+    """
     logits = jax.lax.stop_gradient(_at_least_f32(logits))
-    return jax.random.categorical(rng, logits / temperature, axis=-1)
+    vocab_size = logits.shape[-1] if vocab_size is None else vocab_size
+    noise = jax.random.gumbel(rng, logits.shape[:-1] + (vocab_size,), logits.dtype)
+    padding = [(0, 0)] * (logits.ndim - 1) + [(0, logits.shape[-1] - vocab_size)]
+    noise = jnp.pad(noise, padding, constant_values=-jnp.inf)
+    return jnp.argmax(logits / temperature + noise, axis=-1)
 
 
 def replace_tokens(original_ids, masked_positions, samples, masked_weights):

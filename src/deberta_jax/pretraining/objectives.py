@@ -16,7 +16,7 @@ from deberta_jax.pretraining.rtd import ReplacedTokenDetection
 def mlm_loss_fn(model: DebertaForMLMPretraining):
     def loss_fn(params, batch, rng):
         out = model.apply({"params": params}, batch["input_ids"], attention_mask=batch["attention_mask"],
-                          deterministic=False, masked_positions=batch["masked_positions"],
+                          deterministic=False, masked_positions=batch["masked_positions"], padded_vocab=True,
                           unchanged=batch.get("unchanged"), rngs={"dropout": rng})
         loss, accuracy = masked_lm_loss(out.logits, batch["masked_labels"], batch["masked_weights"])
         return loss, {"loss": loss, "mlm_loss": loss, "mlm_accuracy": accuracy}
@@ -33,7 +33,7 @@ def rtd_loss_fn(model: ReplacedTokenDetection, rtd_weight: float = 50.0, tempera
         gen_logits = model.apply(variables, batch["input_ids"], batch["attention_mask"], batch["masked_positions"],
                                  deterministic=False, method=model.generator_logits, rngs={"dropout": gen_rng})
         mlm, mlm_accuracy = masked_lm_loss(gen_logits, batch["masked_labels"], batch["masked_weights"])
-        samples = sample_replacements(sample_rng, gen_logits, temperature)
+        samples = sample_replacements(sample_rng, gen_logits, temperature, model.generator_config.vocab_size)
         disc_ids, labels = replace_tokens(batch["original_ids"], batch["masked_positions"], samples,
                                           batch["masked_weights"])
         disc_logits = model.apply(variables, disc_ids, batch["attention_mask"], deterministic=False,

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from deberta_jax.activations import ACTIVATIONS
 from deberta_jax.config import DebertaConfig
-from deberta_jax.model.layers import dense, layer_norm
+from deberta_jax.model.layers import dense, layer_norm, word_table_ids
 from deberta_jax.model.modeling import DebertaForMaskedLM, DebertaModel
 
 SHARING_MODES = ("gdes", "es", "nes")
@@ -42,7 +42,7 @@ def generator_config(discriminator: DebertaConfig, depth_ratio: float = 0.5, **c
 
 class ReplacedTokenDetection(nn.Module):
     """Params: `generator` (a DebertaForMaskedLM), `discriminator` (a backbone), `rtd_head`, and for gdes
-    `embedding_delta` [vocab, embedding_size]."""
+    `embedding_delta` [padded_vocab, embedding_size]."""
 
     generator_config: DebertaConfig
     discriminator_config: DebertaConfig
@@ -52,19 +52,20 @@ class ReplacedTokenDetection(nn.Module):
         gen, disc = self.generator_config, self.discriminator_config
         if self.sharing not in SHARING_MODES:
             raise ValueError(f"sharing must be one of {SHARING_MODES}; got {self.sharing!r}")
-        if self.sharing != "nes" and (gen.vocab_size, gen.embed_dim) != (disc.vocab_size, disc.embed_dim):
-            raise ValueError(f"sharing={self.sharing!r} needs equal word tables; generator has "
-                             f"{(gen.vocab_size, gen.embed_dim)}, discriminator {(disc.vocab_size, disc.embed_dim)}")
+        tables = [(c.vocab_size, c.padded_vocab_size, c.embed_dim) for c in (gen, disc)]
+        if self.sharing != "nes" and tables[0] != tables[1]:
+            raise ValueError(f"sharing={self.sharing!r} needs equal word tables (vocab_size, padded_vocab_size, "
+                             f"embed_dim); generator has {tables[0]}, discriminator {tables[1]}")
         self.generator = DebertaForMaskedLM(gen)
         self.discriminator = DebertaModel(disc, external_word_embeddings=self.sharing != "nes")
         self.rtd_head = RTDHead(disc)
         if self.sharing == "gdes":
             init = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab", "embed_in"))
-            self.embedding_delta = self.param("embedding_delta", init, (disc.vocab_size, disc.embed_dim),
+            self.embedding_delta = self.param("embedding_delta", init, (disc.padded_vocab_size, disc.embed_dim),
                                               disc.storage_dtype)
 
     def discriminator_word_table(self):
-        """[vocab, embedding_size] table the discriminator reads, or None when it owns one (nes)."""
+        """[padded_vocab, embedding_size] table the discriminator reads, or None when it owns one (nes)."""
         if self.sharing == "nes":
             return None
         shared = self.generator.deberta.embeddings.word_embeddings.embedding
@@ -74,9 +75,10 @@ class ReplacedTokenDetection(nn.Module):
 
     def generator_logits(self, input_ids, attention_mask, masked_positions, token_type_ids=None,
                          deterministic: bool = True):
-        """MLM logits [B, M, vocab] at the masked positions."""
+        """MLM logits [B, M, padded_vocab] at the masked positions, the padded ids' at the dtype's minimum."""
         return self.generator(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                              deterministic=deterministic, masked_positions=masked_positions).logits
+                              deterministic=deterministic, masked_positions=masked_positions,
+                              padded_vocab=True).logits
 
     def discriminator_logits(self, input_ids, attention_mask, token_type_ids=None, deterministic: bool = True):
         """Replaced-token logits [B, N] (positive = replaced)."""
@@ -85,7 +87,8 @@ class ReplacedTokenDetection(nn.Module):
             out = self.discriminator(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                      deterministic=deterministic)
         else:
-            embeds = jnp.take(table, input_ids, axis=0).astype(self.discriminator_config.compute_dtype)
+            ids = word_table_ids(input_ids, self.discriminator_config.vocab_size, table.shape[0])
+            embeds = jnp.take(table, ids, axis=0).astype(self.discriminator_config.compute_dtype)
             out = self.discriminator(attention_mask=attention_mask, token_type_ids=token_type_ids, inputs_embeds=embeds,
                                      deterministic=deterministic)
         return self.rtd_head(out.last_hidden_state)

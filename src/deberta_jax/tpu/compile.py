@@ -34,10 +34,10 @@ from deberta_jax.model.modeling import abstract_params, build_model
 from deberta_jax.pretraining.config import PretrainConfig
 from deberta_jax.pretraining.train import build_objective, model_config, pretrain_optimizer, step_batch
 from deberta_jax.sharding.mesh import check_batch_divides, make_mesh
-from deberta_jax.sharding.rules import batch_sharding
+from deberta_jax.sharding.rules import DroppedAxes, batch_sharding, dropped_axes
 from deberta_jax.tpu import hlo, roofline
 from deberta_jax.tpu.topologies import ChipSpec
-from deberta_jax.training.train_step import abstract_train_state, make_train_step
+from deberta_jax.training.train_step import abstract_train_state, boxed_train_state, make_train_step
 
 ESTIMATE_NOTE = ("compiler estimates (XLA's memory and cost analysis of the compiled program) for hardware that was "
                  "not used: nothing here is a measurement")
@@ -55,6 +55,7 @@ class StepSpec:
     args: tuple
     model_flops: float     # per step, all chips together (roofline.py)
     describe: dict         # what was compiled: kind, model, batch, mesh ...
+    replicated: tuple[DroppedAxes, ...] = ()  # state leaves a mesh axis does not divide (sharding/rules.py)
 
 
 def recipe_vocab_size(cfg: PretrainConfig) -> int:
@@ -108,7 +109,8 @@ def pretrain_step(cfg: PretrainConfig, devices: Sequence) -> StepSpec:
     describe = {"kind": "pretrain", "objective": cfg.objective, **_model_fields(cfg.model.preset, model_cfg),
                 "params": _param_count(state), "batch_size": cfg.data.batch_size, "seq_len": seq_len,
                 "grad_accum_steps": cfg.data.grad_accum_steps, "mesh": dict(mesh.shape)}
-    return StepSpec(step, (state, batch), flops, describe)
+    return StepSpec(step, (state, batch), flops, describe,
+                    tuple(dropped_axes(boxed_train_state(model, init_args, optimizer), mesh)))
 
 
 def finetune_step(recipe: PretrainConfig, cfg: FinetuneConfig, devices: Sequence) -> StepSpec:
@@ -122,7 +124,8 @@ def finetune_step(recipe: PretrainConfig, cfg: FinetuneConfig, devices: Sequence
     check_batch_divides(cfg.batch_size, mesh, "batch_size")
     schedule, optimizer = finetune_optimizer(cfg, abstract_params(model), model.config.num_hidden_layers,
                                              _SCHEDULE_STEPS)
-    state, shardings = abstract_train_state(model, (jnp.zeros((1, 8), jnp.int32),), optimizer, mesh)
+    init_args = (jnp.zeros((1, 8), jnp.int32),)
+    state, shardings = abstract_train_state(model, init_args, optimizer, mesh)
     step = make_train_step(make_loss_fn(model, cfg), optimizer, schedule, shardings, mesh)
 
     sharding = batch_sharding(mesh, leading_axes=1)
@@ -136,7 +139,8 @@ def finetune_step(recipe: PretrainConfig, cfg: FinetuneConfig, devices: Sequence
     describe = {"kind": "finetune", "task": cfg.task, **_model_fields(recipe.model.preset, model.config),
                 "params": _param_count(state), "batch_size": cfg.batch_size, "seq_len": length,
                 "sift": cfg.sift.enabled, "mesh": dict(mesh.shape)}
-    return StepSpec(step, (state, batch), flops, describe)
+    return StepSpec(step, (state, batch), flops, describe,
+                    tuple(dropped_axes(boxed_train_state(model, init_args, optimizer), mesh)))
 
 
 def _model_fields(preset_name: str, cfg: DebertaConfig) -> dict:
@@ -154,7 +158,7 @@ def compile_report(spec: StepSpec, chip: ChipSpec, chips: int) -> dict:
     FLOPs and bytes, the roofline step time and MFU, collectives and gathers. A program the compiler rejects for
     want of memory gives `fits: False` with the compiler's message instead of the analyses."""
     report = {"note": ESTIMATE_NOTE, "step": spec.describe, "chip": dataclasses.asdict(chip), "chips": chips,
-              "versions": _versions()}
+              "versions": _versions(), "replicated": replicated_summary(spec.replicated)}
     t0 = time.perf_counter()
     try:
         compiled = spec.step.lower(*spec.args).compile()
@@ -180,6 +184,19 @@ def compile_report(spec: StepSpec, chip: ChipSpec, chips: int) -> dict:
     report["gathers"] = hlo.count_op(text, "gather")
     report["while_loops"] = hlo.count_op(text, "while")
     return report
+
+
+def replicated_summary(dropped: Sequence[DroppedAxes]) -> dict:
+    """The bytes per chip that mesh axes dropped from state leaves cost (sharding/rules.py replicates a dimension an
+    axis does not divide), in all and per parameter (its optimizer moments included), largest first."""
+    per_param: dict[str, dict] = {}
+    for leaf in dropped:
+        entry = per_param.setdefault(leaf.param, {"param": leaf.param, "shape": list(leaf.shape),
+                                                  "dropped": [f"{axis} on dim {dim}" for dim, axis in leaf.dropped],
+                                                  "extra_bytes_per_chip": 0})
+        entry["extra_bytes_per_chip"] += leaf.extra_bytes_per_chip
+    params = sorted(per_param.values(), key=lambda e: -e["extra_bytes_per_chip"])
+    return {"extra_bytes_per_chip": sum(e["extra_bytes_per_chip"] for e in params), "params": params}
 
 
 def memory_per_chip(stats, hbm_bytes: float) -> dict:

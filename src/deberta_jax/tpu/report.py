@@ -52,6 +52,13 @@ def summary_lines(report: dict) -> list[str]:
                  f"({100 * memory['hbm_fraction']:.0f} %): {'fits' if memory['fits'] else 'DOES NOT FIT'} "
                  f"[arguments {_gib(memory['arguments'])}, outputs {_gib(memory['outputs'])}, aliased "
                  f"{_gib(memory['aliased'])}, temp {_gib(memory['temp'])}]")
+    replicated = report["replicated"]
+    if replicated["params"]:
+        largest = ", ".join(f"{e['param']} ({', '.join(e['dropped'])}: {_gib(e['extra_bytes_per_chip'])})"
+                            for e in replicated["params"][:3])
+        more = len(replicated["params"]) - 3
+        lines.append(f"  replicated       {_gib(replicated['extra_bytes_per_chip'])} per chip of state that a mesh "
+                     f"axis does not divide: {largest}{f' and {more} more' if more > 0 else ''}")
     cost, bound = report["cost_per_chip"], report["roofline"]
     lines.append(f"  per chip         {cost['flops']:.3e} FLOP, {cost['bytes_accessed']:.3e} bytes accessed")
     lines.append(f"  roofline step    {bound['step_seconds'] * 1e3:.1f} ms, {bound['bound']}-bound (compute "

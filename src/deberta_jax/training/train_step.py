@@ -37,11 +37,16 @@ def _state_initializer(model: nn.Module, init_args: tuple, optimizer: optax.Grad
     return init
 
 
+def boxed_train_state(model: nn.Module, init_args: tuple, optimizer: optax.GradientTransformation):
+    """The train state's shapes with the params' (and moments') logical-axis boxes, nothing allocated."""
+    return jax.eval_shape(_state_initializer(model, init_args, optimizer), jax.ShapeDtypeStruct((2,), jnp.uint32))
+
+
 def abstract_train_state(model: nn.Module, init_args: tuple, optimizer: optax.GradientTransformation, mesh: Mesh,
                          rules: LogicalRules = DEFAULT_RULES):
     """The train state as `jax.ShapeDtypeStruct` leaves that carry their shardings, nothing allocated: what an
     ahead-of-time compile lowers the step against. Returns (abstract_state, state_shardings)."""
-    boxed = jax.eval_shape(_state_initializer(model, init_args, optimizer), jax.ShapeDtypeStruct((2,), jnp.uint32))
+    boxed = boxed_train_state(model, init_args, optimizer)
     shardings = logical_shardings(boxed, mesh, rules)
     abstract = jax.tree_util.tree_map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
                                                                                   sharding=sharding),
