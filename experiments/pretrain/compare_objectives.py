@@ -1,12 +1,14 @@
 """MLM (+EMD) vs RTD with NES / ES / GDES on the tiny CPU recipe, judged downstream.
 
-Every objective pretrains the same tiny model for the same number of steps on the same corpus (the demo's: KJV plus
-the demo task's unlabeled train sentences) with one shared tokenizer, once per pretraining seed. Each export (the
+Every objective pretrains the same tiny model for the same number of steps on the same corpus (by default the demo's:
+IMDb reviews plus the demo task's unlabeled train sentences) with one shared tokenizer, once per pretraining seed.
+The RTD runs keep the recipe's all-[MASK] inputs; MLM uses BERT's 80/10/10, as microsoft's MLM task does. Each export (the
 MLM model, or the RTD discriminator) is then fine-tuned on the demo task (VADER movie reviews, binary sentiment)
 with `finetune --recipe tiny-cpu` and the same seed. Beside them: the same model after 1 step (from scratch),
 the majority class and TF-IDF + logistic regression.
 
-    python experiments/pretrain/compare_objectives.py [--steps 600] [--seeds 3] [--finetune-epochs E] [--workdir DIR]
+    python experiments/pretrain/compare_objectives.py [--steps 600] [--seeds 3] [--corpus imdb+task] [--finetune-epochs E]
+        [--workdir DIR]
     python experiments/pretrain/compare_objectives.py --plot-only   # redraw results/NAME.png from the NAME.json
 
 results/compare_objectives.{json,png} are the run from before decoupled clipping (commit 0c40ba9: pretraining
@@ -27,11 +29,12 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from downstream import finetune_export, has_checkpoint, majority_accuracy, seed_summary, tfidf_accuracy, write_task_corpus  # noqa: E402
+from downstream import (finetune_export, has_checkpoint, majority_accuracy, pretraining_corpus, seed_summary,  # noqa: E402
+                        tfidf_accuracy, CORPORA)
 from plotting import pyplot, redraw, save, seed_bars  # noqa: E402
 
 RUNS = {  # name -> (recipe overrides, the export that is fine-tuned)
-    "MLM (+EMD)": (["objective=mlm"], "mlm"),
+    "MLM (+EMD)": (["objective=mlm", "masking.mask_token_prob=0.8", "masking.random_token_prob=0.1"], "mlm"),
     "RTD + NES": (["objective=rtd", "rtd.sharing=nes"], "discriminator"),
     "RTD + ES": (["objective=rtd", "rtd.sharing=es"], "discriminator"),
     "RTD + GDES": (["objective=rtd", "rtd.sharing=gdes"], "discriminator"),
@@ -79,6 +82,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--seeds", type=int, default=3, help="pretraining seeds (each fine-tuned with its seed)")
+    parser.add_argument("--corpus", choices=CORPORA, default=CORPORA[0], help="pretraining text (as the demo's)")
     parser.add_argument("--finetune-epochs", type=float, default=None, help="default: the tiny-cpu recipe's")
     parser.add_argument("--workdir", default="/tmp/deberta-jax-compare")
     parser.add_argument("--set", action="append", default=[], help="recipe override applied to every run")
@@ -92,18 +96,17 @@ def main():
     from deberta_jax.pretraining.config import load_pretrain_config
     from deberta_jax.pretraining.train import load_tokenizer, pretrain
 
-    corpus = list(load_pretrain_config("tiny_cpu").data.corpus) + [
-        write_task_corpus(os.path.join(args.workdir, "corpus", "task_train.txt"))]
+    corpus = pretraining_corpus(args.corpus, args.workdir)
     common = [f"steps={args.steps}", "loop.log_every=20", f"loop.checkpoint_every={args.steps}",
               "data.corpus=" + json.dumps(corpus)] + args.set
     tokenizer_dir = os.path.join(args.workdir, "shared")
     load_tokenizer(load_pretrain_config("tiny_cpu", common), tokenizer_dir)  # one tokenizer for every run
-    common.append(f"tokenizer={os.path.join(tokenizer_dir, 'tokenizer')}")
+    common.append(f"data.tokenizer={os.path.join(tokenizer_dir, 'tokenizer')}")
     seeds = list(range(args.seeds))
-    results = {"recipe": "tiny_cpu", "overrides": common, "steps": args.steps, "seeds": seeds,
+    results = {"recipe": "tiny_cpu", "corpus": args.corpus, "overrides": common, "steps": args.steps, "seeds": seeds,
                "machine": platform.machine(), "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "command": "python experiments/pretrain/compare_objectives.py " + " ".join(
-                   [f"--steps {args.steps}", f"--seeds {args.seeds}"]
+                   [f"--steps {args.steps}", f"--seeds {args.seeds}", f"--corpus {args.corpus}"]
                    + ([f"--finetune-epochs {args.finetune_epochs}"] if args.finetune_epochs else [])
                    + [f"--set {o}" for o in args.set]
                    + [f"--name {args.name}"]),
