@@ -21,7 +21,7 @@ VARIANTS = {
     "chunked": dict(attention_impl="chunked"),
     "pallas": dict(attention_impl="pallas"),
     "scan_layers": dict(scan_layers=True),
-    "scan_layers_remat_chunked": dict(scan_layers=True, remat=True, attention_impl="chunked"),
+    "scan_layers_remat_chunked": dict(scan_layers=True, remat="full", attention_impl="chunked"),
 }
 # Fused attention mixes no heads after the softmax, so v1's talking heads are out of its reach by design. The
 # Pallas kernel (run in interpret mode here, which is slow) needs head_dim a power of two >= 16: its families get

@@ -23,6 +23,8 @@ _DTYPES = ("float32", "bfloat16", "float16", "float64")
 # gather; "chunked" (pure JAX) and "pallas" (kernel) never materialise the [B, H, N, N] scores.
 ATTENTION_IMPLS = ("reference", "skew", "chunked", "pallas")
 FUSED_ATTENTION_IMPLS = ("chunked", "pallas")
+# What the encoder layers keep for the backward pass (model/remat.py describes each).
+REMAT_POLICIES = ("none", "full", "save_dots", "save_dots_except_attention", "save_qkv", "save_qkv_context")
 # Fields that choose how the network is computed, not what it computes: never written to or read from HF files.
 _JAX_ONLY_FIELDS = ("dtype", "param_dtype", "remat", "attention_impl", "attention_block_q", "attention_block_k",
                     "scan_layers", "vocab_pad_multiple")
@@ -84,7 +86,7 @@ class DebertaConfig(Section):
     initializer_range: float = 0.02
     dtype: str = "float32"
     param_dtype: str = "float32"
-    remat: bool = False
+    remat: str = "none"  # a REMAT_POLICIES name
     attention_impl: str = "reference"
     attention_block_q: int = 128
     attention_block_k: int = 128
@@ -153,6 +155,7 @@ class DebertaConfig(Section):
              f"must be a token id below vocab_size={self.vocab_size}"),
             *[(getattr(self, name) in _DTYPES, name, f"must be one of {_DTYPES}") for name in ("dtype", "param_dtype")],
             (self.attention_impl in ATTENTION_IMPLS, "attention_impl", f"must be one of {ATTENTION_IMPLS}"),
+            (self.remat in REMAT_POLICIES, "remat", f"must be one of {REMAT_POLICIES}"),
             (not (self.scan_layers and conv and self.num_hidden_layers < 2), "scan_layers",
              "with a conv branch layer_0 runs outside the scan, which then needs >= 2 layers"),
             (not (self.talking_head and self.attention_impl in FUSED_ATTENTION_IMPLS), "attention_impl",

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from deberta_jax.config import FUSED_ATTENTION_IMPLS, DebertaConfig
 from deberta_jax.model.chunked_attention import chunked_attention
@@ -18,6 +19,7 @@ from deberta_jax.model.layers import dense, expand_mask
 from deberta_jax.model.pallas_attention import pallas_attention
 from deberta_jax.model.relative_positions import relative_embedding_index, relative_offset_rows
 from deberta_jax.model.relative_scores import diagonal_skew, expand_to_offsets
+from deberta_jax.model.remat import CONTEXT, KEY, QUERY, VALUE
 
 _F32 = jnp.float32
 
@@ -276,7 +278,8 @@ class DisentangledSelfAttention(nn.Module):
         cfg = self.config
         if query_states is None:
             query_states = hidden_states
-        query, key, value = self._content_projections(hidden_states, query_states)
+        query, key, value = (checkpoint_name(x, name) for x, name in zip(
+            self._content_projections(hidden_states, query_states), (QUERY, KEY, VALUE)))
         pos_key = pos_query = rows = None
         if cfg.relative_attention and cfg.pos_att_type:
             rows = self._relative_rows(query.shape[1], key.shape[1])
@@ -289,7 +292,7 @@ class DisentangledSelfAttention(nn.Module):
         if cfg.attention_impl in FUSED_ATTENTION_IMPLS:
             context = self._fused_context(query, key, value, pos_key, pos_query, rows, attention_mask,
                                           deterministic)
-            return context.reshape(context.shape[:2] + (-1,)), None
+            return checkpoint_name(context.reshape(context.shape[:2] + (-1,)), CONTEXT), None
 
         scores = self._dense_scores(query, key, pos_key, pos_query, rows)
         scores = scores / score_scale(cfg.head_dim, cfg.pos_att_type)
@@ -301,4 +304,4 @@ class DisentangledSelfAttention(nn.Module):
         if cfg.talking_head:
             dropped = jnp.moveaxis(self.head_weights_proj(jnp.moveaxis(dropped, 1, -1)), -1, 1)
         context = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(value.dtype), value)
-        return context.reshape(context.shape[:2] + (-1,)), probs
+        return checkpoint_name(context.reshape(context.shape[:2] + (-1,)), CONTEXT), probs

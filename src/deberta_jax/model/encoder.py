@@ -13,6 +13,7 @@ from deberta_jax.activations import ACTIVATIONS
 from deberta_jax.config import DebertaConfig
 from deberta_jax.model.attention import DisentangledSelfAttention
 from deberta_jax.model.layers import dense, embed, layer_norm
+from deberta_jax.model.remat import remat_layer
 
 
 @flax.struct.dataclass
@@ -145,9 +146,9 @@ class DebertaEncoder(nn.Module):
 
     def setup(self):
         cfg = self.config
-        block = nn.remat(DebertaLayer, static_argnums=(5,)) if cfg.remat else DebertaLayer
+        block = remat_layer(DebertaLayer, cfg, static_argnums=(5,))
         if cfg.scan_layers:
-            body = nn.remat(_ScannedLayer, static_argnums=(4,), prevent_cse=False) if cfg.remat else _ScannedLayer
+            body = remat_layer(_ScannedLayer, cfg, static_argnums=(4,), prevent_cse=False)
             scan = nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=scanned_layer_count(cfg),
                            metadata_params={nn.PARTITION_NAME: "layers"})

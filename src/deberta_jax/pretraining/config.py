@@ -26,7 +26,7 @@ class ModelSection(Section):
     preset: str = "deberta-v3-xsmall"
     overrides: dict = dataclasses.field(default_factory=dict)
     dtype: str = "float32"   # compute dtype; params stay float32
-    remat: bool = False
+    remat: str = "none"      # what the layers keep for the backward pass: a deberta_jax.config.REMAT_POLICIES name
 
 
 @dataclasses.dataclass(frozen=True)
