@@ -45,11 +45,22 @@ SCRIPT = textwrap.dedent("""
     def run(mesh):
         state, shardings = create_train_state(model, init_args, optimizer, 0, mesh)
         step = make_train_step(rtd_loss_fn(model), optimizer, schedule, shardings, mesh)
+        text = step.lower(state, batch).as_text()
         state, metrics = step(state, batch)
-        return jax.device_get(state.params), jax.device_get(metrics), state.params
+        return jax.device_get(state.params), jax.device_get(metrics), state.params, text
 
-    single, m1, _ = run(make_mesh((1, 1, 1), devices=jax.devices()[:1]))
-    sharded, m8, live = run(make_mesh((2, 2, 2)))
+    single, m1, _, _ = run(make_mesh((1, 1, 1), devices=jax.devices()[:1]))
+    sharded, m8, live, text = run(make_mesh((2, 2, 2)))
+    # Activations are pinned (sharding/activations.py): rows over data x fsdp everywhere; q / k / v [B, N, H, D]
+    # and the feed-forward's inner activations also split over tensor. Counted in both models (generator and
+    # discriminator), forward pass only: at least one per layer of each.
+    constraints = [line for line in text.splitlines() if "sdy.sharding_constraint" in line]
+    rows = [line for line in constraints if '[{"data", "fsdp"}, {}, {}]' in line]
+    heads = [line for line in constraints if '[{"data", "fsdp"}, {}, {"tensor"}, {}]' in line]
+    mlp = [line for line in constraints if '[{"data", "fsdp"}, {}, {"tensor"}]' in line]
+    layers = 1 + config.num_hidden_layers
+    print("constraints", len(constraints), len(rows), len(heads), len(mlp))
+    assert len(rows) >= layers and len(heads) >= 3 * layers and len(mlp) >= layers, text[:3000]
     worst = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree_util.tree_leaves(single),
                                                             jax.tree_util.tree_leaves(sharded)))
     print("max_abs_param_diff", worst, "loss", float(m1["loss"]), float(m8["loss"]))

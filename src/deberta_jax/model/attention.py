@@ -20,6 +20,7 @@ from deberta_jax.model.pallas_attention import pallas_attention
 from deberta_jax.model.relative_positions import relative_embedding_index, relative_offset_rows
 from deberta_jax.model.relative_scores import diagonal_skew, expand_to_offsets
 from deberta_jax.model.remat import CONTEXT, KEY, QUERY, VALUE
+from deberta_jax.sharding.activations import HEADS, constrain
 
 _F32 = jnp.float32
 
@@ -278,7 +279,7 @@ class DisentangledSelfAttention(nn.Module):
         cfg = self.config
         if query_states is None:
             query_states = hidden_states
-        query, key, value = (checkpoint_name(x, name) for x, name in zip(
+        query, key, value = (checkpoint_name(constrain(x, HEADS), name) for x, name in zip(
             self._content_projections(hidden_states, query_states), (QUERY, KEY, VALUE)))
         pos_key = pos_query = rows = None
         if cfg.relative_attention and cfg.pos_att_type:

@@ -14,6 +14,7 @@ from deberta_jax.config import DebertaConfig
 from deberta_jax.model.attention import DisentangledSelfAttention
 from deberta_jax.model.layers import dense, embed, layer_norm
 from deberta_jax.model.remat import remat_layer
+from deberta_jax.sharding.activations import HIDDEN, MLP, constrain
 
 
 @flax.struct.dataclass
@@ -70,7 +71,8 @@ class DebertaIntermediate(nn.Module):
     @nn.compact
     def __call__(self, hidden):
         cfg = self.config
-        return ACTIVATIONS[cfg.hidden_act](dense(cfg, cfg.intermediate_size, ("embed", "mlp"), name="dense")(hidden))
+        return constrain(ACTIVATIONS[cfg.hidden_act](dense(cfg, cfg.intermediate_size, ("embed", "mlp"),
+                                                            name="dense")(hidden)), MLP)
 
 
 class DebertaLayer(nn.Module):
@@ -94,7 +96,7 @@ class DebertaLayer(nn.Module):
                  deterministic: bool = True):
         attended, probs = self.attention(hidden_states, attention_mask, rel_embeddings, query_states, deterministic)
         out = self.output(self.intermediate(attended), attended, deterministic=deterministic)
-        return out, probs
+        return constrain(out, HIDDEN), probs
 
 
 class ConvLayer(nn.Module):
@@ -195,7 +197,7 @@ class DebertaEncoder(nn.Module):
            the `LayerInputs` the last layer received).
         """
         rel_embeddings = self._relative_table()
-        hidden = embedding_output
+        hidden = constrain(embedding_output, HIDDEN)
         all_hidden, all_probs = [hidden], []
         for i, layer in enumerate(self.layer):
             hidden, probs = layer(hidden, attention_mask, rel_embeddings, None, deterministic)

@@ -37,6 +37,14 @@ DEFAULT_RULES: LogicalRules = (
     ("conv_width", None),
     ("conv_in", None),
     ("layers", None),  # the stacked axis of scan_layers: every device holds its shard of every layer
+    # Activations (`sharding/activations.py`): rows over the data-parallel axes, heads and the feed-forward's inner
+    # width over tensor (Megatron's split), the hidden width between layers whole on each tensor shard.
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_heads", "tensor"),
+    ("activation_kv", None),
+    ("activation_mlp", "tensor"),
 )
 
 
@@ -63,7 +71,7 @@ class _Leaf:
     spec: PartitionSpec  # the rules' mesh axes, before fitting
 
 
-def _fitted(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> tuple[PartitionSpec, list[tuple[int, str]]]:
+def fit_spec(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> tuple[PartitionSpec, list[tuple[int, str]]]:
     """`spec` without the mesh axes that do not divide their dimension, and those (dimension, axis) pairs."""
     fitted, dropped = [], []
     for dim, (size_of_dim, axes) in enumerate(zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec)))):
@@ -82,7 +90,7 @@ def _fitted(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> tuple[Pa
 def _fit(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh, name: str, warned: set[str]) -> PartitionSpec:
     """Drops mesh axes from dimensions they do not divide, with a ShardingFitWarning for each that names parameter
     `name`: once per text, recorded in `warned` (a parameter and its optimizer moments share a name and a shape)."""
-    fitted, dropped = _fitted(spec, shape, mesh)
+    fitted, dropped = fit_spec(spec, shape, mesh)
     for dim, axis in dropped:
         text = (f"{name} {tuple(shape)}: mesh axis {axis!r} (size {mesh.shape[axis]}) does not divide dimension "
                 f"{dim} ({shape[dim]}); that dimension is replicated over it")
@@ -135,7 +143,7 @@ def dropped_axes(boxed_tree, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES) ->
     out = []
     for x in jax.tree_util.tree_leaves(_leaves(boxed_tree, rules)):
         shape = tuple(x.leaf.shape)
-        fitted, dropped = _fitted(x.spec, shape, mesh)
+        fitted, dropped = fit_spec(x.spec, shape, mesh)
         if dropped:
             nbytes = math.prod(shape) * np.dtype(x.leaf.dtype).itemsize
             extra = nbytes // _devices_along(fitted, mesh) - nbytes // _devices_along(x.spec, mesh)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from deberta_jax.sharding.activations import activation_sharding
 from deberta_jax.sharding.rules import DEFAULT_RULES, LogicalRules, batch_sharding, logical_shardings, replicated
 
 LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]
@@ -77,10 +78,15 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
     """A jitted step `(state, batch) -> (state, metrics)`; the state is donated.
 
     Every batch leaf is [accumulation_steps, micro_batch, ...]: gradients are averaged over the accumulation steps
-    with a scan, so memory holds one micro-batch of activations.
+    with a scan, so memory holds one micro-batch of activations. The model is traced inside `activation_sharding`,
+    so its activations are constrained by `rules` too.
     """
 
     def step(state: TrainState, batch: dict):
+        with activation_sharding(mesh, rules):
+            return _step(state, batch)
+
+    def _step(state: TrainState, batch: dict):
         rng, step_rng = jax.random.split(state.rng)
         accumulation = jax.tree_util.tree_leaves(batch)[0].shape[0]
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
