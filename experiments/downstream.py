@@ -101,6 +101,28 @@ def has_checkpoint(workdir: str) -> bool:
     return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
 
 
+def save_results(path: str, results: dict) -> None:
+    """Writes `results` as JSON to `path` whole or not at all (an experiment rewrites it after every run)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def pretrain_or_read(cfg, workdir: str) -> dict:
+    """The pretraining run's summary: read from a finished run's summary.json, else trained (resuming a stopped
+    run), so that a stopped experiment picks up where it stopped."""
+    from deberta_jax.pretraining.train import pretrain
+
+    finished = os.path.join(workdir, "summary.json")
+    if os.path.exists(finished):
+        with open(finished, encoding="utf-8") as f:
+            summary = json.load(f)
+        if summary["stopped_at"] == cfg.steps:
+            return summary
+    return pretrain(cfg, workdir, resume=has_checkpoint(workdir), progress=False)
+
+
 def finetune_export(model_dir: str, workdir: str, seed: int, epochs: float | None = None, data: str = DATA,
                     overrides: tuple = ()) -> dict:
     """Fine-tunes the HF export in `model_dir` on the demo task (or its copy in `data`) with the tiny-cpu recipe and

@@ -29,8 +29,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from downstream import (finetune_export, has_checkpoint, majority_accuracy, pretraining_corpus, seed_summary,  # noqa: E402
-                        tfidf_accuracy, CORPORA)
+from downstream import (CORPORA, finetune_export, majority_accuracy, pretrain_or_read,  # noqa: E402
+                        pretraining_corpus, save_results, seed_summary, tfidf_accuracy)
 from plotting import pyplot, redraw, save, seed_bars  # noqa: E402
 
 RUNS = {  # name -> (recipe overrides, the export that is fine-tuned)
@@ -94,7 +94,7 @@ def main():
         return redraw(plot, out, os.path.splitext(out)[0] + ".png")
 
     from deberta_jax.pretraining.config import load_pretrain_config
-    from deberta_jax.pretraining.train import load_tokenizer, pretrain
+    from deberta_jax.pretraining.train import load_tokenizer
 
     corpus = pretraining_corpus(args.corpus, args.workdir)
     common = [f"steps={args.steps}", "loop.log_every=20", f"loop.checkpoint_every={args.steps}",
@@ -113,28 +113,12 @@ def main():
                "baselines": {"majority_class": majority_accuracy(), "tfidf_logreg": tfidf_accuracy()},
                "runs": {}}
 
-    def pretrain_once(cfg, workdir):
-        """The run's summary: read from a finished run's summary.json, else trained (resuming a stopped run)."""
-        finished = os.path.join(workdir, "summary.json")
-        if os.path.exists(finished):
-            with open(finished, encoding="utf-8") as f:
-                summary = json.load(f)
-            if summary["stopped_at"] == cfg.steps:
-                return summary
-        return pretrain(cfg, workdir, resume=has_checkpoint(workdir), progress=False)
-
-    def save_results():
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with open(out + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
-        os.replace(out + ".tmp", out)
-
     # Seed by seed, every objective, so that a stopped comparison holds whole seeds; results are rewritten after
     # every run.
     scratch, per_seed, downstream = [], {name: [] for name in RUNS}, {name: [] for name in RUNS}
     for seed in seeds:
         workdir = os.path.join(args.workdir, f"scratch_seed{seed}")
-        pretrain_once(load_pretrain_config("tiny_cpu", common + ["steps=1", f"seed={seed}"]), workdir)
+        pretrain_or_read(load_pretrain_config("tiny_cpu", common + ["steps=1", f"seed={seed}"]), workdir)
         scratch.append(finetune_export(os.path.join(workdir, "export", "discriminator"),
                                        os.path.join(workdir, "finetune"), seed, args.finetune_epochs))
         results["from_scratch"] = seed_summary(scratch)
@@ -142,7 +126,7 @@ def main():
             cfg = load_pretrain_config("tiny_cpu", common + overrides + [f"seed={seed}"])
             workdir = os.path.join(args.workdir, name.split()[0].lower() + "_" + name.split()[-1].lower()
                                    + f"_seed{seed}")
-            summary = pretrain_once(cfg, workdir)
+            summary = pretrain_or_read(cfg, workdir)
             history = summary["history"]
             per_seed[name].append({"seed": seed, "history": history, **{f"final_{k}": tail_mean(history, k) for k in (
                 "mlm_accuracy", "rtd_accuracy", "rtd_loss", "replaced_fraction", "tokens_per_second", "mfu")}})
@@ -150,7 +134,7 @@ def main():
                                                     os.path.join(workdir, "finetune"), seed, args.finetune_epochs))
             results["runs"][name] = {"overrides": overrides, "export": export, "seeds": per_seed[name],
                                      "downstream": seed_summary(downstream[name])}
-            save_results()
+            save_results(out, results)
             print(json.dumps({name: {"seed": seed, "downstream": downstream[name][-1]["best_accuracy"],
                                      "mlm_accuracy": per_seed[name][-1]["final_mlm_accuracy"],
                                      "rtd_accuracy": per_seed[name][-1]["final_rtd_accuracy"]}}), flush=True)
@@ -158,7 +142,7 @@ def main():
     medians = {name: run["downstream"]["median_best_accuracy"] for name, run in results["runs"].items()}
     results["median_downstream_accuracy"] = medians
     results["median_from_scratch"] = statistics.median(results["from_scratch"]["best_accuracies"])
-    save_results()
+    save_results(out, results)
     plot(results, os.path.splitext(out)[0] + ".png")
     print(json.dumps({"baselines": results["baselines"], "from scratch": results["median_from_scratch"],
                       "medians": medians}, indent=1))
