@@ -11,7 +11,7 @@ import pytest
 
 from deberta_jax.model.attention import content_to_content, content_to_position, masked_softmax, position_to_content
 from deberta_jax.model.counter_dropout import keep_mask
-from deberta_jax.model.pallas_attention import pallas_attention
+from deberta_jax.model.pallas_attention import KERNELS, pallas_attention
 from deberta_jax.model.relative_positions import relative_embedding_index, relative_offset_rows
 from deberta_jax.model.relative_scores import expand_to_offsets
 
@@ -38,13 +38,14 @@ def dense_attention(query, key, value, pos_key, pos_query, query_mask, key_mask,
 
 
 def fused_attention(query, key, value, pos_key, pos_query, query_mask, key_mask, rel, rate=0.0, seed=None,
-                    blocks=(16, 16)):
-    """The fused path, fed per-offset tables built the way the model builds them."""
+                    blocks=(16, 16), kernels="triton"):
+    """The fused path (the interpreter running the `kernels` flavour), fed per-offset tables built the way the
+    model builds them."""
     rows = relative_offset_rows(query.shape[1], key.shape[1], *rel)
     c2p = None if pos_key is None else expand_to_offsets(pos_key, rows[::-1])
     p2c = None if pos_query is None else expand_to_offsets(pos_query, rows)
     return pallas_attention(query, key, value, c2p, p2c, query_mask, key_mask, scale=SCALE, block_q=blocks[0],
-                            block_k=blocks[1], dropout_rate=rate, dropout_seed=seed)
+                            block_k=blocks[1], dropout_rate=rate, dropout_seed=seed, kernels=kernels)
 
 
 def make_inputs(seed, batch, q_len, k_len, span, terms, dtype=jnp.float32):
@@ -99,38 +100,48 @@ CASES = {
     "c2p_only_no_buckets_divisible": (1, 32, 32, ("c2p",), (24, -1, -1), (16, 16)),
     "p2c_only_cross_lengths": (2, 20, 36, ("p2c",), (8, 8, 32), (16, 16)),
     "both_unequal_blocks": (1, 40, 24, ("c2p", "p2c"), (16, -1, -1), (16, 32)),
+    # Mosaic's own tile (128) with two tiles per axis, the second ragged.
+    "both_tpu_tiles_ragged": (2, 200, 160, ("c2p", "p2c"), (64, 32, 256), (128, 128)),
 }
 
 
+# The Triton flavour's one-hot cubes make 128-row tiles too slow to interpret; Mosaic's rolls take them.
+FLAVOURED_CASES = [(case, "triton") for case in CASES if case != "both_tpu_tiles_ragged"] + [
+    (case, "mosaic") for case in CASES]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case", list(CASES))
-def test_matches_dense_fp32(case):
+@pytest.mark.parametrize("case, kernels", FLAVOURED_CASES)
+def test_matches_dense_fp32(case, kernels):
     batch, q_len, k_len, terms, rel, blocks = CASES[case]
     diff_args, query_mask, key_mask = make_inputs(0, batch, q_len, k_len, rel[0], terms)
     cotangent = jnp.asarray(np.random.default_rng(1).normal(size=(batch, q_len, HEADS, HEAD_DIM)), jnp.float32)
-    fused = outputs_and_grads(fused_attention, diff_args, query_mask, key_mask, rel, cotangent, blocks=blocks)
+    fused = outputs_and_grads(fused_attention, diff_args, query_mask, key_mask, rel, cotangent, blocks=blocks,
+                              kernels=kernels)
     dense = outputs_and_grads(dense_attention, diff_args, query_mask, key_mask, rel, cotangent)
     assert_match(fused, dense, TOL)
 
 
 @pytest.mark.slow
-def test_fully_masked_row_is_uniform_over_real_keys():
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_fully_masked_row_is_uniform_over_real_keys(kernels):
     # Padding K = 40 to 48 must not change the uniform 1/40 that the dense path gives a fully masked row.
     diff_args, query_mask, key_mask = make_inputs(2, 2, 24, 40, 8, ("c2p", "p2c"))
-    out = fused_attention(*diff_args, query_mask, key_mask, (8, 8, 32))
+    out = fused_attention(*diff_args, query_mask, key_mask, (8, 8, 32), kernels=kernels)
     value = diff_args[2]
     assert not bool(query_mask[1, -1])
     np.testing.assert_allclose(out[1, -1], value[1].mean(axis=0), atol=TOL, rtol=0)
 
 
 @pytest.mark.slow
-def test_dropout_matches_dense_mask():
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_dropout_matches_dense_mask(kernels):
     batch, q_len, k_len, rel, rate = 2, 24, 24, (8, 8, 32), 0.1
     diff_args, query_mask, key_mask = make_inputs(3, batch, q_len, k_len, rel[0], ("c2p", "p2c"))
     cotangent = jnp.asarray(np.random.default_rng(4).normal(size=(batch, q_len, HEADS, HEAD_DIM)), jnp.float32)
     seed = jnp.uint32(1234)
     fused = outputs_and_grads(fused_attention, diff_args, query_mask, key_mask, rel, cotangent, rate=rate,
-                              seed=seed)
+                              seed=seed, kernels=kernels)
     dense = outputs_and_grads(dense_attention, diff_args, query_mask, key_mask, rel, cotangent, rate=rate,
                               seed=seed)
     assert_match(fused, dense, TOL)
@@ -139,11 +150,12 @@ def test_dropout_matches_dense_mask():
 
 
 @pytest.mark.slow
-def test_bf16_close_to_fp32_dense():
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_bf16_close_to_fp32_dense(kernels):
     batch, q_len, k_len, rel = 2, 40, 40, (8, 8, 32)
     diff_args, query_mask, key_mask = make_inputs(5, batch, q_len, k_len, rel[0], ("c2p", "p2c"), jnp.bfloat16)
     cotangent = jnp.asarray(np.random.default_rng(6).normal(size=(batch, q_len, HEADS, HEAD_DIM)), jnp.float32)
-    fused = outputs_and_grads(fused_attention, diff_args, query_mask, key_mask, rel, cotangent)
+    fused = outputs_and_grads(fused_attention, diff_args, query_mask, key_mask, rel, cotangent, kernels=kernels)
     assert fused[0].dtype == jnp.bfloat16 and fused[1]["pos_key"].dtype == jnp.bfloat16
     as_f32 = [None if x is None else x.astype(jnp.float32) for x in diff_args]
     dense = outputs_and_grads(dense_attention, as_f32, query_mask, key_mask, rel, cotangent)
@@ -157,6 +169,8 @@ def test_rejects_bad_arguments():
         fused_attention(*diff_args, query_mask, key_mask, (8, -1, -1), blocks=(24, 16))
     with pytest.raises(ValueError, match="dropout_seed"):
         fused_attention(*diff_args, query_mask, key_mask, (8, -1, -1), rate=0.1)
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        fused_attention(*diff_args, query_mask, key_mask, (8, -1, -1), kernels="mosaic-gpu")
 
 
 def _export(fn, args, platform):

@@ -65,9 +65,12 @@ KERNELS = ("triton", "mosaic")
 class _Plan(TilePlan):
     """The shared plan plus how the kernels are lowered."""
 
-    interpret: bool = False
+    # True: the interpreter everywhere; False: never; None: when lowering for a CPU (see `_run`).
+    interpret: bool | None = None
     # The kernel flavour: "mosaic" (TPU: rolls, whole windows) or "triton" (GPU: one-hot selects over chunks).
     kernels: str = "triton"
+    # Heads of the whole batch, to number (row, head) pairs of the dropout hash (more than `heads` in a shard).
+    total_heads: int = 0
     # Set for the Triton lowering, whose threads need an explicit barrier to see each other's global writes.
     on_triton: bool = False
 
@@ -249,14 +252,18 @@ def _tile(p: _Plan, c2p_ref, p2c_ref, q, k, query_mask, key_mask, i0, j0):
 def _dropout_bits(p: _Plan, seed_ref, head):
     """keep(batch, i0, j0) -> dropout keep bits [bq, bk] of tile (i0, j0), or None without dropout.
 
-    The bits are `keep_mask` itself at global coordinates, so bit-identical to the dense mask. `head` is a program
-    id read at the kernel's top level: the Pallas interpreter does not substitute program ids inside loops.
+    The bits are `keep_mask` itself at global coordinates, so bit-identical to the dense mask: seed_ref holds
+    uint32 [1, 3] (seed, the first batch row, the first head) of this call's shard. `head` is a program id read at
+    the kernel's top level: the Pallas interpreter does not substitute program ids inside loops.
     """
     def keep(batch, i0, j0):
         if seed_ref is None:
             return None
+        seed, first_row, first_head = (seed_ref[:, t:t + 1] for t in range(3))
         rows, cols = _positions(p, i0, p.block_q, 0), _positions(p, j0, p.block_k, 1)
-        return keep_mask(seed_ref[...], batch, head, rows, cols, p.heads, p.key_len, p.rate)
+        as_u32 = lambda x: jnp.asarray(x, jnp.int32).astype(jnp.uint32)
+        return keep_mask(seed, first_row + as_u32(batch), first_head + as_u32(head), rows, cols, p.total_heads,
+                         p.key_len, p.rate)
 
     return keep
 
@@ -460,10 +467,10 @@ def _specs(p: _Plan, per_batch: bool):
         return spec((rows, None, length, 1), lambda b, h, t: (b, h, t if tiled else 0, 0))
 
     def optional(c2p, p2c, seed):
-        """The tables [H, rows, D] (whole padded length of one head) and the seed [1, 1], each only when used,
+        """The tables [H, rows, D] (whole padded length of one head) and the seed [1, 3], each only when used,
         with their specs."""
         table = spec((None, p.table_rows, p.head_dim), lambda b, h, t: (h, 0, 0))
-        used = [(x, s) for x, s in ((c2p, table), (p2c, table), (seed, spec((1, 1), lambda b, h, t: (0, 0))))
+        used = [(x, s) for x, s in ((c2p, table), (p2c, table), (seed, spec((1, 3), lambda b, h, t: (0, 0))))
                 if x is not None]
         return [x for x, _ in used], [s for _, s in used]
 
@@ -477,22 +484,23 @@ def _strip_output(p: _Plan, tiles: int, rows: int):
 
 
 def _run(p: _Plan, kernel, name: str, grid, in_specs, out_specs, out_shape, operands):
-    """pallas_call through Triton on GPUs (jax would pick Mosaic GPU there), Mosaic on TPUs, the platform's default
-    elsewhere. The choice is made when lowering for a platform, so exporting for any platform works."""
-    def call(plan, compiler_params, *args):
+    """pallas_call through Triton on GPUs (jax would pick Mosaic GPU there), Mosaic on TPUs and the interpreter on
+    CPUs (unless `p.interpret` forces it on or off). The choice is made when lowering for a platform, so exporting
+    or compiling ahead of time for any platform works, from any host."""
+    def call(plan, interpret, compiler_params, *args):
         return pl.pallas_call(functools.partial(kernel, plan), grid=grid, in_specs=in_specs, out_specs=out_specs,
-                              out_shape=out_shape, interpret=plan.interpret, name=name,
+                              out_shape=out_shape, interpret=interpret, name=name,
                               compiler_params=compiler_params)(*args)
 
     if p.interpret:
-        return call(p, None, *operands)
-    triton = functools.partial(call, dataclasses.replace(p, kernels="triton", on_triton=True),
+        return call(p, True, None, *operands)
+    triton = functools.partial(call, dataclasses.replace(p, kernels="triton", on_triton=True), False,
                                pltriton.CompilerParams())
     # Every program writes its own output blocks, so the grid may be split across cores in any way.
-    mosaic = functools.partial(call, dataclasses.replace(p, kernels="mosaic"),
+    mosaic = functools.partial(call, dataclasses.replace(p, kernels="mosaic"), False,
                                pltpu.CompilerParams(dimension_semantics=("parallel",) * len(grid)))
     return lax.platform_dependent(*operands, cuda=triton, rocm=triton, tpu=mosaic,
-                                  default=functools.partial(call, p, None))
+                                  default=functools.partial(call, p, p.interpret is None, None))
 
 
 def _forward_call(p: _Plan, q, k, v, qm, km, c2p, p2c, seed):
@@ -614,7 +622,8 @@ def _is_tile_size(n: int) -> bool:
 
 def pallas_attention(query, key, value, c2p_table, p2c_table, query_mask, key_mask, *, scale: float,
                      block_q: int, block_k: int, dropout_rate: float = 0.0, dropout_seed=None,
-                     interpret: bool | None = None, kernels: str = "triton") -> jnp.ndarray:
+                     first_row=0, first_head=0, total_heads: int | None = None, interpret: bool | None = None,
+                     kernels: str = "triton") -> jnp.ndarray:
     """Disentangled attention fused into Pallas kernels, equal to the dense c2c + c2p + p2c path.
 
     s[b, h, i, j] = (Q_i·K_j + Q_i·c2p_table[Q-1-(i-j)] + K_j·p2c_table[(i-j)+K-1]) / scale in fp32; pairs
@@ -636,8 +645,11 @@ def pallas_attention(query, key, value, c2p_table, p2c_table, query_mask, key_ma
         multiples of 16); Mosaic (TPU) needs multiples of 128. Lengths need not be multiples: they are padded,
         and padded keys are excluded.
       dropout_rate: probability of dropping an attention weight; dropout_seed: uint32 scalar, needed if > 0.
-      interpret: run the kernels in the Pallas interpreter; None means when the default backend is CPU.
-      kernels: which flavour the interpreter runs, "triton" or "mosaic" (compiled, the platform decides).
+      first_row, first_head, total_heads: where this call's rows and heads lie in a larger batch (a device's
+        shard of it), so that the dropout bits are those of the global coordinates; None total_heads means H.
+      interpret: True runs the kernels in the Pallas interpreter on every platform, False never; None (the
+        default) interprets them when lowering for a CPU, which has no Pallas compiler.
+      kernels: the flavour the interpreter runs, "triton" or "mosaic" (compiled, the platform decides).
     Returns:
       context [B, Q, H, D] in value.dtype.
     """
@@ -648,12 +660,12 @@ def pallas_attention(query, key, value, c2p_table, p2c_table, query_mask, key_ma
             raise ValueError(f"{name} must be a power of two >= {_CHUNK}; got {size}")
     if kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {KERNELS}; got {kernels!r}")
-    if interpret is None:
-        interpret = jax.default_backend() == "cpu"
     plan = _Plan.checked(query, key, value, c2p_table, p2c_table, query_mask, key_mask, scale=scale, block_q=block_q,
                          block_k=block_k, dropout_rate=dropout_rate, dropout_seed=dropout_seed,
-                         interpret=bool(interpret), kernels=kernels)
+                         interpret=interpret, kernels=kernels, total_heads=total_heads or query.shape[2])
     # The kernels' matmuls take one operand dtype; the cast outside the custom VJP carries the gradient back.
     cast = lambda t: None if t is None else t.astype(query.dtype)
-    seed = jnp.asarray(dropout_seed, jnp.uint32).reshape(1, 1) if dropout_rate > 0 else None
+    seed = None
+    if dropout_rate > 0:
+        seed = jnp.stack([jnp.asarray(x).astype(jnp.uint32) for x in (dropout_seed, first_row, first_head)])[None]
     return _attention(plan, query, key, value, cast(c2p_table), cast(p2c_table), query_mask, key_mask, seed)
