@@ -4,6 +4,8 @@ Shapes stay tiny because the Pallas interpreter is slow; blocks of 16 still give
 lengths, and every window / carry path of the kernels.
 """
 
+import importlib.util
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -208,3 +210,51 @@ def test_forward_and_backward_lower_to_triton_for_cuda():
         raise
     # Forward: one kernel; backward: the forward again (custom VJP residuals), dQ and dK/dV.
     assert [t.count("__gpu$xla.gpu.triton") for t in texts] == [1, 3]
+
+
+def test_a_shard_with_its_offsets_draws_the_global_dropout_bits():
+    # Batch row 1 and head 1 of a [2, 16, 2, 16] call, run alone as a device's shard would run it.
+    diff_args, query_mask, key_mask = make_inputs(7, 2, 16, 16, 8, ("c2p",))
+    query, key, value, pos_key, _ = diff_args
+    c2p = expand_to_offsets(pos_key, relative_offset_rows(16, 16, 8, -1, -1)[::-1])
+    run = lambda q, k, v, t, qm, km, **kw: pallas_attention(q, k, v, t, None, qm, km, scale=SCALE, block_q=16,
+                                                          block_k=16, dropout_rate=0.5, dropout_seed=jnp.uint32(9),
+                                                          **kw)
+    whole = run(query, key, value, c2p, query_mask, key_mask)
+    part = lambda x: x[1:, :, 1:]
+    shard = run(part(query), part(key), part(value), c2p[:, 1:], query_mask[1:], key_mask[1:], first_row=1,
+                first_head=1, total_heads=2)
+    np.testing.assert_allclose(shard, part(whole), atol=TOL, rtol=0)
+    unplaced = run(part(query), part(key), part(value), c2p[:, 1:], query_mask[1:], key_mask[1:])
+    assert float(jnp.abs(unplaced - part(whole)).max()) > 0.1, "the offsets changed no dropout bit"
+
+
+HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu is not installed (pip install 'jax[tpu]')")
+def test_forward_and_backward_compile_through_mosaic_for_a_v5e_chip():
+    """Ahead of time, on one chip of a v5e 2x2 (libtpu's topology; no TPU needed): bf16, dropout, two tiles of 128
+    per axis with the second ragged. Forward: one kernel; backward: forward, dQ, dK/dV. No gather anywhere."""
+    from deberta_jax.tpu.topologies import get_slice, slice_devices
+
+    device = slice_devices(get_slice("v5e-4"))[0]
+    replicated = jax.sharding.SingleDeviceSharding(device)
+    batch, length, heads, dim = 2, 200, 2, 64
+    shape = lambda *dims, dtype=jnp.bfloat16: jax.ShapeDtypeStruct(dims, dtype, sharding=replicated)
+    args = (shape(batch, length, heads, dim), shape(batch, length, heads, dim), shape(batch, length, heads, dim),
+            shape(2 * length - 1, heads, dim), shape(2 * length - 1, heads, dim),
+            shape(batch, length, dtype=jnp.bool_), shape(batch, length, dtype=jnp.bool_), shape(dtype=jnp.uint32))
+
+    def forward(q, k, v, c2p, p2c, qm, km, seed):
+        return pallas_attention(q, k, v, c2p, p2c, qm, km, scale=8.0, block_q=128, block_k=128, dropout_rate=0.1,
+                                dropout_seed=seed)
+
+    def backward(q, k, v, c2p, p2c, qm, km, seed):
+        loss = lambda *x: forward(*x, qm, km, seed).astype(jnp.float32).sum()
+        return jax.grad(loss, argnums=(0, 1, 2, 3, 4))(q, k, v, c2p, p2c)
+
+    texts = [jax.jit(fn).lower(*args).compile().as_text() for fn in (forward, backward)]
+    assert [t.count('custom_call_target="tpu_custom_call"') for t in texts] == [1, 3]
+    assert all(" gather(" not in t for t in texts)

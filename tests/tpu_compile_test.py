@@ -308,20 +308,22 @@ def _dims(shape: str) -> list[int]:
 
 @needs_libtpu
 @pytest.mark.slow
-def test_v5e_2x2_tiny_step_fits_and_skew_and_chunked_gather_only_ids_and_masked_slots():
-    """The only gathers of skew and chunked are the two word-table lookups (generator, discriminator: operand
-    [256, 64]) and the objective's picks at the M masked slots (hidden states, ids and label log-probs: result
-    [rows, M, ...]); the reference attention adds its c2p / p2c gathers (the check sees them)."""
+def test_v5e_2x2_tiny_step_fits_and_skew_chunked_and_pallas_gather_only_ids_and_masked_slots():
+    """The only gathers of skew, chunked and pallas are the two word-table lookups (generator, discriminator:
+    operand [256, 64]) and the objective's picks at the M masked slots (hidden states, ids and label log-probs:
+    result [rows, M, ...]); the reference attention adds its c2p / p2c gathers (the check sees them). Pallas runs as
+    Mosaic kernels (tpu_custom_call: forward, dQ, dK/dV), one per device's shard."""
     reports = {}
-    for impl in ("skew", "chunked", "reference"):
+    for impl in ("skew", "chunked", "pallas", "reference"):
         memory, replicated, text, cfg = _v5e_2x2(impl, 2)
         assert memory["fits"] and memory["hbm"] == 16 * 10 ** 9 and memory["temp"] > 0, (impl, memory)
         assert replicated == {"extra_bytes_per_chip": 0, "params": []}   # data parallel drops nothing
         slots = cfg.masking.num_predictions(cfg.data.seq_len)
         lookups = [g for g in _gathers(text) if g[1] == "f32[256,64]"]
         other = [g for g in _gathers(text) if g[1] != "f32[256,64]" and _dims(g[0])[1:2] != [slots]]
-        reports[impl] = (len(lookups), other)
-    assert reports["skew"] == reports["chunked"] == (2, []), reports
+        reports[impl] = (len(lookups), other, text.count('custom_call_target="tpu_custom_call"'))
+    assert reports["skew"] == reports["chunked"] == (2, [], 0), reports
+    assert reports["pallas"][:2] == (2, []) and reports["pallas"][2] >= 3 and reports["pallas"][2] % 3 == 0, reports
     assert reports["reference"][0] == 2 and len(reports["reference"][1]) >= 4, reports["reference"]
 
 
