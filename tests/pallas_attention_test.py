@@ -236,7 +236,8 @@ HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
 @pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu is not installed (pip install 'jax[tpu]')")
 def test_forward_and_backward_compile_through_mosaic_for_a_v5e_chip():
     """Ahead of time, on one chip of a v5e 2x2 (libtpu's topology; no TPU needed): bf16, dropout, two tiles of 128
-    per axis with the second ragged. Forward: one kernel; backward: forward, dQ, dK/dV. No gather anywhere."""
+    per axis with the second ragged. Forward: one kernel; backward: forward, dQ, dK/dV. No gather anywhere. XLA's
+    FLOP count holds the kernels' matmuls (their cost estimates), in closed form below."""
     from deberta_jax.tpu.topologies import get_slice, slice_devices
 
     device = slice_devices(get_slice("v5e-4"))[0]
@@ -255,6 +256,16 @@ def test_forward_and_backward_compile_through_mosaic_for_a_v5e_chip():
         loss = lambda *x: forward(*x, qm, km, seed).astype(jnp.float32).sum()
         return jax.grad(loss, argnums=(0, 1, 2, 3, 4))(q, k, v, c2p, p2c)
 
-    texts = [jax.jit(fn).lower(*args).compile().as_text() for fn in (forward, backward)]
+    compiled = [jax.jit(fn).lower(*args).compile() for fn in (forward, backward)]
+    texts = [c.as_text() for c in compiled]
     assert [t.count('custom_call_target="tpu_custom_call"') for t in texts] == [1, 3]
     assert all(" gather(" not in t for t in texts)
+    # Padded to 256 = 2 tiles of 128 per axis. Per (row, head): Q·K-like products cost 2 D flops per (query, key)
+    # pair; a c2p (p2c) product 2 D per (query (key), window row) for each of the 2 key (query) tiles, W = 256 rows.
+    # Forward: scores and P·V, c2p and p2c scores; backward kernels: 3 + 4 Q·K-like, 3 + 1 c2p and 1 + 3 p2c.
+    padded, tiles, window = 256, 2, 256
+    flops = lambda qk, rel: 2 * dim * batch * heads * (qk * padded ** 2 + rel * padded * tiles * window)
+    counted = [(c.cost_analysis()[0] if isinstance(c.cost_analysis(), list) else c.cost_analysis())["flops"]
+               for c in compiled]
+    for count, closed in zip(counted, (flops(2, 2), flops(2 + 3 + 4, 2 + 4 + 4))):
+        assert closed <= count <= 1.05 * closed, (count, closed)

@@ -26,14 +26,15 @@ differently:
     per tile per term and needs registers for the cube, so small tiles suit it: compiled by Triton for sm_90,
     16 x 16 tiles use no register spills, 32 x 32 spill a little, 64 x 64 spill kilobytes.
 
-Table gradients. The dQ kernel (one program per (head, query tile), looping over batch rows and, inside, over key
-tiles) owns a strip of the c2p table gradient: consecutive key tiles' windows start bk rows apart, so the window
+Table gradients. The dQ kernel (one program per (head, query tile) and its batch rows, looping over key tiles
+inside) owns a strip of the c2p table gradient: consecutive key tiles' windows start bk rows apart, so the window
 gradient is cut into chunks of C rows (gcd(bq, bk) on Mosaic), each chunk is finished once per batch row (added
 to the previous rows' sum) and the overlap (bq rows) is carried to the next tile. Likewise the dK/dV kernel owns
-p2c strips per (head, key tile). Looping over the batch inside keeps the strips at [H, tiles, strip_rows, D]
-rather than B times that (but puts every batch row of a head's tile in on-chip memory at once). They are folded
-into the [Q + K - 1, H, D] gradient outside the kernels by summing shifted (padded) copies: no atomics, no
-scatter.
+p2c strips per (head, key tile). Summing over the batch keeps the strips at [H, tiles, strip_rows, D] rather than
+B times that. On Mosaic the batch is the grid's last, sequential axis (grid (H, tiles, B)): the strip stays in
+on-chip memory across it while one batch row's blocks at a time come in. On Triton the program loops over the
+batch itself, reading global memory. The strips are folded into the [Q + K - 1, H, D] gradient outside the kernels
+by summing shifted (padded) copies: no atomics, no scatter.
 
 Residuals: the row maximum m and log of the row sum l are saved separately rather than as m + log l, because a
 fully masked row has m = finfo.min, where adding log l would round away and give probabilities 1 instead of 1/K.
@@ -321,6 +322,13 @@ def _tile_slice(p: _Plan, start, size: int):
     return pl.ds(pl.multiple_of(start, size) if p.mosaic else start, size)
 
 
+def _block_rows(p: _Plan):
+    """(batch rows in a backward program's blocks, the first one's row in the call), as `_backward_blocks` lays
+    them out: one per program on Mosaic, whose grid runs over the batch; all of them on Triton. Call it at the
+    kernel's top level (program ids)."""
+    return (1, pl.program_id(2)) if p.mosaic else (p.batch, 0)
+
+
 def _forward_kernel(p: _Plan, q_ref, k_ref, v_ref, qm_ref, km_ref, *refs):
     """One query tile: online softmax over the key tiles. Writes o [bq, D], row max m [bq, 1], log row sum [bq, 1]."""
     c2p_ref, p2c_ref, seed_ref, (o_ref, m_ref, logl_ref) = _split_refs(p, refs)
@@ -364,26 +372,29 @@ def _tile_grads(p: _Plan, s, pair, real, m, logl, do, v, delta, keep):
 
 
 def _dq_kernel(p: _Plan, q_ref, k_ref, v_ref, qm_ref, km_ref, do_ref, m_ref, logl_ref, delta_ref, *refs):
-    """One query tile of one head, every batch row: dQ [B, bq, D] and the tile's strip of the c2p table gradient
-    [nk * bk + bq, D] summed over the batch (so strips cost H * nq rows of the table, not B * H * nq)."""
+    """One query tile of one head and the block's batch rows (see `_block_rows`): dQ [rows, bq, D] and the tile's
+    strip of the c2p table gradient [nk * bk + bq, D] summed over the batch (so strips cost H * nq rows of the table,
+    not B * H * nq)."""
     c2p_ref, p2c_ref, seed_ref, outs = _split_refs(p, refs)
     dq_ref, strip_ref = outs if c2p_ref is not None else (outs[0], None)
     keep_bits = _dropout_bits(p, seed_ref, pl.program_id(0))
     i0 = pl.program_id(1) * p.block_q
+    rows, first_row = _block_rows(p)
     step = p.block_k // p.chunk
 
-    def batch_body(b, unused):
+    def batch_body(r, unused):
         _sync_batch_rows(p)
-        q, do = q_ref[b], do_ref[b]
-        m, logl, delta = m_ref[b], logl_ref[b], delta_ref[b]
-        query_mask = qm_ref[b] != 0
+        b = first_row + r
+        q, do = q_ref[r], do_ref[r]
+        m, logl, delta = m_ref[r], logl_ref[r], delta_ref[r]
+        query_mask = qm_ref[r] != 0
 
         def key_body(kj, carry):
             dq, strip_carry = carry
             j0 = kj * p.block_k
             keys = _tile_slice(p, j0, p.block_k)
-            k, v = k_ref[b, keys, :], v_ref[b, keys, :]
-            s, pair, real, c2p, _ = _tile(p, c2p_ref, p2c_ref, q, k, query_mask, km_ref[b, :, keys] != 0, i0, j0)
+            k, v = k_ref[r, keys, :], v_ref[r, keys, :]
+            s, pair, real, c2p, _ = _tile(p, c2p_ref, p2c_ref, q, k, query_mask, km_ref[r, :, keys] != 0, i0, j0)
             _, ds = _tile_grads(p, s, pair, real, m, logl, do, v, delta, keep_bits(b, i0, j0))
             dq = dq + _dot(ds.astype(k.dtype), k)
             if c2p is not None:
@@ -394,37 +405,39 @@ def _dq_kernel(p: _Plan, q_ref, k_ref, v_ref, qm_ref, km_ref, do_ref, m_ref, log
 
         init = (jnp.zeros((p.block_q, p.head_dim), _F32), _zero_carry(p, step, c2p_ref is not None))
         dq, strip_carry = lax.fori_loop(0, p.k_tiles, key_body, init)
-        dq_ref[b] = dq.astype(dq_ref.dtype)
+        dq_ref[r] = dq.astype(dq_ref.dtype)
         if strip_ref is not None:
             _write_chunks(p, strip_ref, p.k_tiles * step, strip_carry, b > 0)
         return unused
 
-    lax.fori_loop(0, p.batch, batch_body, 0)
+    lax.fori_loop(0, rows, batch_body, 0)
 
 
 def _dkv_kernel(p: _Plan, q_ref, k_ref, v_ref, qm_ref, km_ref, do_ref, m_ref, logl_ref, delta_ref, *refs):
-    """One key tile of one head, every batch row: dK, dV [B, bk, D] and the tile's strip of the p2c table gradient
-    [nq * bq + bk, D] summed over the batch."""
+    """One key tile of one head and the block's batch rows: dK, dV [rows, bk, D] and the tile's strip of the p2c
+    table gradient [nq * bq + bk, D] summed over the batch."""
     c2p_ref, p2c_ref, seed_ref, outs = _split_refs(p, refs)
     dk_ref, dv_ref, strip_ref = outs if p2c_ref is not None else (*outs, None)
     keep_bits = _dropout_bits(p, seed_ref, pl.program_id(0))
     j0 = pl.program_id(1) * p.block_k
+    rows, first_row = _block_rows(p)
     step = p.block_q // p.chunk
 
-    def batch_body(b, unused):
+    def batch_body(r, unused):
         _sync_batch_rows(p)
-        k, v = k_ref[b], v_ref[b]
-        key_mask = km_ref[b] != 0
+        b = first_row + r
+        k, v = k_ref[r], v_ref[r]
+        key_mask = km_ref[r] != 0
 
         def query_body(qi, carry):
             dk, dv, strip_carry = carry
             i0 = qi * p.block_q
-            rows = _tile_slice(p, i0, p.block_q)
-            q, do = q_ref[b, rows, :], do_ref[b, rows, :]
-            s, pair, real, _, p2c = _tile(p, c2p_ref, p2c_ref, q, k, qm_ref[b, rows, :] != 0, key_mask, i0, j0)
+            queries = _tile_slice(p, i0, p.block_q)
+            q, do = q_ref[r, queries, :], do_ref[r, queries, :]
+            s, pair, real, _, p2c = _tile(p, c2p_ref, p2c_ref, q, k, qm_ref[r, queries, :] != 0, key_mask, i0, j0)
             keep = keep_bits(b, i0, j0)
-            probs, ds = _tile_grads(p, s, pair, real, m_ref[b, rows, :], logl_ref[b, rows, :], do, v,
-                                    delta_ref[b, rows, :], keep)
+            probs, ds = _tile_grads(p, s, pair, real, m_ref[r, queries, :], logl_ref[r, queries, :], do, v,
+                                    delta_ref[r, queries, :], keep)
             dv = dv + _dot(dropped(probs, keep, p.rate).astype(do.dtype), do, (0, 0))
             dk = dk + _dot(ds.astype(q.dtype), q, (0, 0))
             if p2c is not None:
@@ -436,117 +449,196 @@ def _dkv_kernel(p: _Plan, q_ref, k_ref, v_ref, qm_ref, km_ref, do_ref, m_ref, lo
         zeros = jnp.zeros((p.block_k, p.head_dim), _F32)
         init = (zeros, zeros, _zero_carry(p, step, p2c_ref is not None))
         dk, dv, strip_carry = lax.fori_loop(0, p.q_tiles, query_body, init)
-        dk_ref[b] = dk.astype(dk_ref.dtype)
-        dv_ref[b] = dv.astype(dv_ref.dtype)
+        dk_ref[r] = dk.astype(dk_ref.dtype)
+        dv_ref[r] = dv.astype(dv_ref.dtype)
         if strip_ref is not None:
             _write_chunks(p, strip_ref, p.q_tiles * step, strip_carry, b > 0)
         return unused
 
-    lax.fori_loop(0, p.batch, batch_body, 0)
+    lax.fori_loop(0, rows, batch_body, 0)
 
 
-def _specs(p: _Plan, per_batch: bool):
-    """BlockSpec builders. per_batch: grid (B, H, tiles), one batch row per block; otherwise grid (H, tiles)
-    with every batch row in the block. A tiled operand follows the grid's tile index, a full one is the whole
-    padded length."""
-    rows = None if per_batch else p.batch
+@dataclasses.dataclass(frozen=True)
+class _Blocks:
+    """The grid of one kernel and its operands' BlockSpecs.
 
-    def spec(block, index):  # index(b, h, t) -> block indices
-        return pl.BlockSpec(block, index if per_batch else (lambda h, t: index(0, h, t)))
+    axes: the grid's axes in order, "b" (batch row), "h" (head) and "t" (tile of `tiles`); without "b" every block
+    holds the whole batch. rows: the blocks' batch extent: None squeezes it (one row per program), 1 keeps it (the
+    kernel loops over one row) and B is the whole batch. Where "b" comes last it is "arbitrary" (sequential): the
+    outputs whose index does not follow it (table strips) then stay in on-chip memory and sum the batch rows.
+    """
 
-    def seq(length, tiled):  # [B, H, L, D]
-        return spec((rows, None, length, p.head_dim), lambda b, h, t: (b, h, t if tiled else 0, 0))
+    p: _Plan
+    axes: str
+    tiles: int
+    rows: int | None
 
-    def query_mask(length, tiled):  # [B, Qp, 1]
-        return spec((rows, length, 1), lambda b, h, t: (b, t if tiled else 0, 0))
+    @property
+    def grid(self) -> tuple[int, ...]:
+        sizes = {"b": self.p.batch, "h": self.p.heads, "t": self.tiles}
+        return tuple(sizes[a] for a in self.axes)
 
-    def key_mask(length, tiled):  # [B, 1, Kp]
-        return spec((rows, 1, length), lambda b, h, t: (b, 0, t if tiled else 0))
+    @property
+    def semantics(self) -> tuple[str, ...]:
+        return tuple("arbitrary" if a == "b" and a == self.axes[-1] else "parallel" for a in self.axes)
 
-    def row_stat(length, tiled):  # [B, H, Qp, 1]
-        return spec((rows, None, length, 1), lambda b, h, t: (b, h, t if tiled else 0, 0))
+    def spec(self, block, index):
+        """index(b, h, t) -> block indices; b is 0 on a grid without a batch axis."""
+        def index_map(*ids):
+            at = dict(zip(self.axes, ids))
+            return index(at.get("b", 0), at["h"], at["t"])
 
-    def optional(c2p, p2c, seed):
-        """The tables [H, rows, D] (whole padded length of one head) and the seed [1, 3], each only when used,
-        with their specs."""
-        table = spec((None, p.table_rows, p.head_dim), lambda b, h, t: (h, 0, 0))
-        used = [(x, s) for x, s in ((c2p, table), (p2c, table), (seed, spec((1, 3), lambda b, h, t: (0, 0))))
-                if x is not None]
-        return [x for x, _ in used], [s for _, s in used]
+        return pl.BlockSpec(block, index_map)
 
-    return seq, query_mask, key_mask, row_stat, optional
+    # A tiled operand follows the grid's tile index, a full one is the whole padded length.
+    def seq(self, length: int, tiled: bool):  # [B, H, L, D]
+        return self.spec((self.rows, None, length, self.p.head_dim), lambda b, h, t: (b, h, t if tiled else 0, 0))
+
+    def query_mask(self, length: int, tiled: bool):  # [B, Qp, 1]
+        return self.spec((self.rows, length, 1), lambda b, h, t: (b, t if tiled else 0, 0))
+
+    def key_mask(self, length: int, tiled: bool):  # [B, 1, Kp]
+        return self.spec((self.rows, 1, length), lambda b, h, t: (b, 0, t if tiled else 0))
+
+    def row_stat(self, length: int, tiled: bool):  # [B, H, Qp, 1]
+        return self.spec((self.rows, None, length, 1), lambda b, h, t: (b, h, t if tiled else 0, 0))
+
+    def strip(self, rows: int):
+        """Table-gradient strips fp32 [H, tiles, rows, D] (`_strip_shape`): one per (head, tile), summed over the
+        batch rows."""
+        return self.spec((None, None, rows, self.p.head_dim), lambda b, h, t: (h, t, 0, 0))
+
+    def optional(self, c2p, p2c, seed):
+        """The specs of the tables [H, rows, D] (whole padded length of one head) and the seed [1, 3], each only
+        when used."""
+        table = self.spec((None, self.p.table_rows, self.p.head_dim), lambda b, h, t: (h, 0, 0))
+        seed_spec = self.spec((1, 3), lambda b, h, t: (0, 0))
+        return [s for x, s in ((c2p, table), (p2c, table), (seed, seed_spec)) if x is not None]
 
 
-def _strip_output(p: _Plan, tiles: int, rows: int):
-    """Out shape and spec of table-gradient strips [H, tiles, rows, D] in fp32, one per program of grid (H, tiles)."""
-    shape = jax.ShapeDtypeStruct((p.heads, tiles, rows, p.head_dim), _F32)
-    return shape, pl.BlockSpec((None, None, rows, p.head_dim), lambda h, t: (h, t, 0, 0))
+def _backward_blocks(p: _Plan, tiles: int) -> _Blocks:
+    """Mosaic: grid (H, tiles, B), one batch row's blocks in on-chip memory at a time. Triton: grid (H, tiles),
+    each program loops over the whole batch, whose blocks stay in global memory."""
+    return _Blocks(p, "htb", tiles, 1) if p.mosaic else _Blocks(p, "ht", tiles, p.batch)
 
 
-def _run(p: _Plan, kernel, name: str, grid, in_specs, out_specs, out_shape, operands):
+def _strip_shape(p: _Plan, tiles: int, rows: int):
+    return jax.ShapeDtypeStruct((p.heads, tiles, rows, p.head_dim), _F32)
+
+
+# Per tile of each kernel: how many [bq, bk] x D products (scores, dP, dV, dQ or dK), and how many c2p / p2c
+# window products ([bq or bk, D] x [D, W]: the scores, plus the two gradient products in the kernel that owns that
+# table's strips).
+_MATMULS = {"fwd": (2, 1, 1), "dq": (3, 3, 1), "dkv": (4, 1, 3)}
+
+
+def _bytes_accessed(grid, specs, arrays) -> int:
+    """HBM traffic of the pipeline: a block moves again whenever its index changes from one grid step to the next,
+    i.e. prod(grid[:a + 1]) times, a being the innermost grid axis its index follows."""
+    total = 0
+    for spec, x in zip(specs, arrays):
+        origin = spec.index_map(*(0 for _ in grid))
+        follows = [a for a, n in enumerate(grid)
+                   if n > 1 and spec.index_map(*(int(i == a) for i in range(len(grid)))) != origin]
+        moves = math.prod(grid[:follows[-1] + 1]) if follows else 1
+        total += moves * math.prod(d or 1 for d in spec.block_shape) * x.dtype.itemsize
+    return total
+
+
+def _cost(p: _Plan, blocks: _Blocks, kernel: str, specs, arrays) -> pl.CostEstimate:
+    """The kernel's work, from the shapes, for XLA's cost analysis (Mosaic passes it on, Triton drops it): the
+    matmuls of every (batch row, head, tile pair) (2 flops per multiply-add), one exponential per score (each kernel
+    recomputes them) and the blocks' HBM traffic."""
+    scores, c2p, p2c = _MATMULS[kernel]
+    window = p.block_q + p.block_k
+    per_pair = 2 * p.head_dim * (scores * p.block_q * p.block_k
+                                 + window * (c2p * p.has_c2p * p.block_q + p2c * p.has_p2c * p.block_k))
+    pairs = p.batch * p.heads * p.q_tiles * p.k_tiles
+    return pl.CostEstimate(flops=pairs * per_pair, transcendentals=pairs * p.block_q * p.block_k,
+                           bytes_accessed=_bytes_accessed(blocks.grid, specs, arrays))
+
+
+def _run(p: _Plan, kernel, name: str, layout, out_shape, operands):
     """pallas_call through Triton on GPUs (jax would pick Mosaic GPU there), Mosaic on TPUs and the interpreter on
     CPUs (unless `p.interpret` forces it on or off). The choice is made when lowering for a platform, so exporting
-    or compiling ahead of time for any platform works, from any host."""
-    def call(plan, interpret, compiler_params, *args):
-        return pl.pallas_call(functools.partial(kernel, plan), grid=grid, in_specs=in_specs, out_specs=out_specs,
-                              out_shape=out_shape, interpret=interpret, name=name,
-                              compiler_params=compiler_params)(*args)
+    or compiling ahead of time for any platform works, from any host.
+
+    name: "fwd", "dq" or "dkv"; layout(plan) -> (`_Blocks`, in_specs, out_specs) for that plan's flavour.
+    """
+    def call(plan, interpret, *args):
+        blocks, in_specs, out_specs = layout(plan)
+        params = None
+        if plan.on_triton:
+            params = pltriton.CompilerParams()
+        elif plan.mosaic and not interpret:
+            params = pltpu.CompilerParams(dimension_semantics=blocks.semantics)
+        cost = _cost(plan, blocks, name, [*in_specs, *out_specs], [*args, *out_shape])
+        return pl.pallas_call(functools.partial(kernel, plan), grid=blocks.grid, in_specs=in_specs,
+                              out_specs=out_specs, out_shape=out_shape, interpret=interpret,
+                              name=f"disentangled_attention_{name}", compiler_params=params,
+                              cost_estimate=cost)(*args)
 
     if p.interpret:
-        return call(p, True, None, *operands)
-    triton = functools.partial(call, dataclasses.replace(p, kernels="triton", on_triton=True), False,
-                               pltriton.CompilerParams())
-    # Every program writes its own output blocks, so the grid may be split across cores in any way.
-    mosaic = functools.partial(call, dataclasses.replace(p, kernels="mosaic"), False,
-                               pltpu.CompilerParams(dimension_semantics=("parallel",) * len(grid)))
+        return call(p, True, *operands)
+    triton = functools.partial(call, dataclasses.replace(p, kernels="triton", on_triton=True), False)
+    mosaic = functools.partial(call, dataclasses.replace(p, kernels="mosaic"), False)
     return lax.platform_dependent(*operands, cuda=triton, rocm=triton, tpu=mosaic,
-                                  default=functools.partial(call, p, p.interpret is None, None))
+                                  default=functools.partial(call, p, p.interpret is None))
+
+
+def _present(*operands):
+    return [x for x in operands if x is not None]
 
 
 def _forward_call(p: _Plan, q, k, v, qm, km, c2p, p2c, seed):
     """Padded operands -> o [B, H, Qp, D] in v.dtype, row max and log row sum [B, H, Qp, 1] fp32."""
-    seq, query_mask, key_mask, row_stat, optional = _specs(p, per_batch=True)
-    extra, extra_specs = optional(c2p, p2c, seed)
-    in_specs = [seq(p.block_q, True), seq(p.k_pad, False), seq(p.k_pad, False), query_mask(p.block_q, True),
-                key_mask(p.k_pad, False), *extra_specs]
-    out_specs = [seq(p.block_q, True), row_stat(p.block_q, True), row_stat(p.block_q, True)]
+    def layout(plan):
+        blocks = _Blocks(plan, "bht", plan.q_tiles, None)
+        in_specs = [blocks.seq(p.block_q, True), blocks.seq(p.k_pad, False), blocks.seq(p.k_pad, False),
+                    blocks.query_mask(p.block_q, True), blocks.key_mask(p.k_pad, False),
+                    *blocks.optional(c2p, p2c, seed)]
+        stat = blocks.row_stat(p.block_q, True)
+        return blocks, in_specs, [blocks.seq(p.block_q, True), stat, stat]
+
     stat = jax.ShapeDtypeStruct((p.batch, p.heads, p.q_pad, 1), _F32)
     out_shape = [jax.ShapeDtypeStruct(q.shape, v.dtype), stat, stat]
-    return _run(p, _forward_kernel, "disentangled_attention_fwd", (p.batch, p.heads, p.q_tiles), in_specs,
-                out_specs, out_shape, (q, k, v, qm, km, *extra))
+    return _run(p, _forward_kernel, "fwd", layout, out_shape, (q, k, v, qm, km, *_present(c2p, p2c, seed)))
 
 
 def _dq_call(p: _Plan, q, k, v, qm, km, c2p, p2c, seed, do, m, logl, delta):
     """dQ [B, H, Qp, D] and, with c2p, the c2p gradient strips [H, nq, nk * bk + bq, D]."""
-    seq, query_mask, key_mask, row_stat, optional = _specs(p, per_batch=False)
-    extra, extra_specs = optional(c2p, p2c, seed)
-    in_specs = [seq(p.block_q, True), seq(p.k_pad, False), seq(p.k_pad, False), query_mask(p.block_q, True),
-                key_mask(p.k_pad, False), seq(p.block_q, True), row_stat(p.block_q, True),
-                row_stat(p.block_q, True), row_stat(p.block_q, True), *extra_specs]
-    out_shape, out_specs = [jax.ShapeDtypeStruct(q.shape, q.dtype)], [seq(p.block_q, True)]
-    if p.has_c2p:
-        shape, spec = _strip_output(p, p.q_tiles, p.k_pad + p.block_q)
-        out_shape.append(shape)
-        out_specs.append(spec)
-    return _run(p, _dq_kernel, "disentangled_attention_dq", (p.heads, p.q_tiles), in_specs, out_specs, out_shape,
-                (q, k, v, qm, km, do, m, logl, delta, *extra))
+    strip_rows = p.k_pad + p.block_q
+
+    def layout(plan):
+        blocks = _backward_blocks(plan, plan.q_tiles)
+        query, stat = blocks.seq(p.block_q, True), blocks.row_stat(p.block_q, True)
+        in_specs = [query, blocks.seq(p.k_pad, False), blocks.seq(p.k_pad, False),
+                    blocks.query_mask(p.block_q, True), blocks.key_mask(p.k_pad, False), query, stat, stat, stat,
+                    *blocks.optional(c2p, p2c, seed)]
+        return blocks, in_specs, [query, *([blocks.strip(strip_rows)] if p.has_c2p else [])]
+
+    out_shape = [jax.ShapeDtypeStruct(q.shape, q.dtype), *([_strip_shape(p, p.q_tiles, strip_rows)] if p.has_c2p
+                                                           else [])]
+    return _run(p, _dq_kernel, "dq", layout, out_shape,
+                (q, k, v, qm, km, do, m, logl, delta, *_present(c2p, p2c, seed)))
 
 
 def _dkv_call(p: _Plan, q, k, v, qm, km, c2p, p2c, seed, do, m, logl, delta):
     """dK, dV [B, H, Kp, D] and, with p2c, the p2c gradient strips [H, nk, nq * bq + bk, D]."""
-    seq, query_mask, key_mask, row_stat, optional = _specs(p, per_batch=False)
-    extra, extra_specs = optional(c2p, p2c, seed)
-    in_specs = [seq(p.q_pad, False), seq(p.block_k, True), seq(p.block_k, True), query_mask(p.q_pad, False),
-                key_mask(p.block_k, True), seq(p.q_pad, False), row_stat(p.q_pad, False), row_stat(p.q_pad, False),
-                row_stat(p.q_pad, False), *extra_specs]
-    out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)]
-    out_specs = [seq(p.block_k, True), seq(p.block_k, True)]
-    if p.has_p2c:
-        shape, spec = _strip_output(p, p.k_tiles, p.q_pad + p.block_k)
-        out_shape.append(shape)
-        out_specs.append(spec)
-    return _run(p, _dkv_kernel, "disentangled_attention_dkv", (p.heads, p.k_tiles), in_specs, out_specs,
-                out_shape, (q, k, v, qm, km, do, m, logl, delta, *extra))
+    strip_rows = p.q_pad + p.block_k
+
+    def layout(plan):
+        blocks = _backward_blocks(plan, plan.k_tiles)
+        keys, stat = blocks.seq(p.block_k, True), blocks.row_stat(p.q_pad, False)
+        in_specs = [blocks.seq(p.q_pad, False), keys, keys, blocks.query_mask(p.q_pad, False),
+                    blocks.key_mask(p.block_k, True), blocks.seq(p.q_pad, False), stat, stat, stat,
+                    *blocks.optional(c2p, p2c, seed)]
+        return blocks, in_specs, [keys, keys, *([blocks.strip(strip_rows)] if p.has_p2c else [])]
+
+    out_shape = [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype),
+                 *([_strip_shape(p, p.k_tiles, strip_rows)] if p.has_p2c else [])]
+    return _run(p, _dkv_kernel, "dkv", layout, out_shape,
+                (q, k, v, qm, km, do, m, logl, delta, *_present(c2p, p2c, seed)))
 
 
 def _heads_major(x):
