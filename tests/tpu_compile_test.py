@@ -278,9 +278,8 @@ TINY_TPU = ["mesh.shape=[4,1,1]", "data.seq_len=128", "data.tokenizer_vocab_size
 
 @functools.lru_cache(maxsize=None)
 def _v5e_2x2(impl: str, rows_per_chip: int, remat: str = "none"):
-    """(memory per chip, replicated state, compiled HLO text, PretrainConfig) of the tiny model's pretraining step
-    compiled for a v5e 2x2, by the pieces `compile_report` uses (one compile; the report compiles again for its
-    cost analysis)."""
+    """(memory per chip, replicated state, compiled HLO text, PretrainConfig, cost analysis) of the tiny model's
+    pretraining step compiled for a v5e 2x2, by the pieces `compile_report` uses."""
     from deberta_jax.pretraining.config import load_pretrain_config
     from deberta_jax.tpu.compile import memory_per_chip, pretrain_step, replicated_summary
 
@@ -290,8 +289,9 @@ def _v5e_2x2(impl: str, rows_per_chip: int, remat: str = "none"):
                                             f"model.overrides.attention_impl={impl}", f"model.remat={remat}"])
     step = pretrain_step(cfg, slice_devices(spec))
     compiled = step.step.lower(*step.args).compile()
+    cost = compiled.cost_analysis()
     return (memory_per_chip(compiled.memory_analysis(), spec.chip.hbm_bytes), replicated_summary(step.replicated),
-            compiled.as_text(), cfg)
+            compiled.as_text(), cfg, cost[0] if isinstance(cost, list) else cost)
 
 
 def _gathers(text: str) -> list[tuple[str, str]]:
@@ -308,21 +308,38 @@ def _dims(shape: str) -> list[int]:
 
 @needs_libtpu
 @pytest.mark.slow
-def test_v5e_2x2_tiny_step_fits_and_skew_and_chunked_gather_only_ids_and_masked_slots():
-    """The only gathers of skew and chunked are the two word-table lookups (generator, discriminator: operand
-    [256, 64]) and the objective's picks at the M masked slots (hidden states, ids and label log-probs: result
-    [rows, M, ...]); the reference attention adds its c2p / p2c gathers (the check sees them)."""
+def test_v5e_2x2_tiny_step_fits_and_skew_chunked_and_pallas_gather_only_ids_and_masked_slots():
+    """The only gathers of skew, chunked and pallas are the two word-table lookups (generator, discriminator:
+    operand [256, 64]) and the objective's picks at the M masked slots (hidden states, ids and label log-probs:
+    result [rows, M, ...]); the reference attention adds its c2p / p2c gathers (the check sees them). Pallas runs as
+    Mosaic kernels (tpu_custom_call: forward, dQ, dK/dV), one per device's shard."""
     reports = {}
-    for impl in ("skew", "chunked", "reference"):
-        memory, replicated, text, cfg = _v5e_2x2(impl, 2)
+    for impl in ("skew", "chunked", "pallas", "reference"):
+        memory, replicated, text, cfg, _ = _v5e_2x2(impl, 2)
         assert memory["fits"] and memory["hbm"] == 16 * 10 ** 9 and memory["temp"] > 0, (impl, memory)
         assert replicated == {"extra_bytes_per_chip": 0, "params": []}   # data parallel drops nothing
         slots = cfg.masking.num_predictions(cfg.data.seq_len)
         lookups = [g for g in _gathers(text) if g[1] == "f32[256,64]"]
         other = [g for g in _gathers(text) if g[1] != "f32[256,64]" and _dims(g[0])[1:2] != [slots]]
-        reports[impl] = (len(lookups), other)
-    assert reports["skew"] == reports["chunked"] == (2, []), reports
+        reports[impl] = (len(lookups), other, text.count('custom_call_target="tpu_custom_call"'))
+    assert reports["skew"] == reports["chunked"] == (2, [], 0), reports
+    assert reports["pallas"][:2] == (2, []) and reports["pallas"][2] >= 3 and reports["pallas"][2] % 3 == 0, reports
     assert reports["reference"][0] == 2 and len(reports["reference"][1]) >= 4, reports["reference"]
+
+
+@needs_libtpu
+@pytest.mark.slow
+def test_v5e_2x2_pallas_fits_64_rows_per_chip_and_its_kernels_are_counted():
+    """At 64 rows per chip the backward kernels once held a head's whole batch in on-chip memory and did not compile
+    (CompileTimeScopedVmemOom); with the batch as a grid axis they hold one row at a time. Fused, the step keeps no
+    [rows, H, N, N] scores, so fewer temporaries than skew. The kernels' cost estimates reach XLA's count: flash-style
+    recomputation (scores thrice, the c2p and p2c products 5 times each against skew's 3) makes it larger than skew's,
+    not the half of it that XLA counted without them."""
+    memory, _, text, _, cost = _v5e_2x2("pallas", 64)
+    assert memory["fits"] and text.count('custom_call_target="tpu_custom_call"') >= 3, memory
+    skew_memory, _, _, _, skew_cost = _v5e_2x2("skew", 64)
+    assert memory["temp"] < 0.6 * skew_memory["temp"], (memory["temp"], skew_memory["temp"])
+    assert 1.0 < cost["flops"] / skew_cost["flops"] < 2.0, (cost["flops"], skew_cost["flops"])
 
 
 @needs_libtpu

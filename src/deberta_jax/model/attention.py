@@ -20,7 +20,7 @@ from deberta_jax.model.pallas_attention import pallas_attention
 from deberta_jax.model.relative_positions import relative_embedding_index, relative_offset_rows
 from deberta_jax.model.relative_scores import diagonal_skew, expand_to_offsets
 from deberta_jax.model.remat import CONTEXT, KEY, QUERY, VALUE
-from deberta_jax.sharding.activations import HEADS, constrain
+from deberta_jax.sharding.activations import HEADS, OFFSET_HEADS, constrain, map_over_shards
 
 _F32 = jnp.float32
 
@@ -260,9 +260,22 @@ class DisentangledSelfAttention(nn.Module):
         else:
             rate = 0.0
         token = attention_mask != 0
-        return _FUSED_KERNELS[cfg.attention_impl](
-            query, key, value, c2p_table, p2c_table, token, token, scale=score_scale(cfg.head_dim, cfg.pos_att_type),
-            block_q=cfg.attention_block_q, block_k=cfg.attention_block_k, dropout_rate=rate, dropout_seed=seed)
+        options = dict(scale=score_scale(cfg.head_dim, cfg.pos_att_type), block_q=cfg.attention_block_q,
+                       block_k=cfg.attention_block_k, dropout_rate=rate, dropout_seed=seed)
+        if cfg.attention_impl != "pallas":
+            return _FUSED_KERNELS[cfg.attention_impl](query, key, value, c2p_table, p2c_table, token, token, **options)
+        # XLA cannot partition a Mosaic kernel: on a mesh each device runs it on its rows and heads.
+        present = [t is not None for t in (c2p_table, p2c_table)]
+
+        def shard(first, query, key, value, token, *tables):
+            tables = iter(tables)
+            c2p, p2c = (next(tables) if used else None for used in present)
+            return pallas_attention(query, key, value, c2p, p2c, token, token, first_row=first(0, 0),
+                                    first_head=first(0, 2), total_heads=cfg.num_attention_heads, **options)
+
+        tables = tuple(t for t in (c2p_table, p2c_table) if t is not None)
+        return map_over_shards(shard, (query, key, value, token, *tables),
+                               (HEADS, HEADS, HEADS, HEADS[:2]) + (OFFSET_HEADS,) * len(tables), HEADS)
 
     def __call__(self, hidden_states, attention_mask, rel_embeddings, *, query_states=None,
                  deterministic: bool = True):

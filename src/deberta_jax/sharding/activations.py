@@ -13,7 +13,7 @@ import contextvars
 
 import flax.linen as nn
 import jax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, PartitionSpec
 
 from deberta_jax.sharding.rules import DEFAULT_RULES, LogicalRules, fit_spec
 
@@ -22,6 +22,7 @@ _RULES: contextvars.ContextVar[LogicalRules | None] = contextvars.ContextVar("ac
 HIDDEN = ("activation_batch", "activation_length", "activation_embed")   # [B, N, hidden]
 HEADS = ("activation_batch", "activation_length", "activation_heads", "activation_kv")   # [B, N, H, D]
 MLP = ("activation_batch", "activation_length", "activation_mlp")   # [B, N, intermediate]
+OFFSET_HEADS = ("activation_length", "activation_heads", "activation_kv")   # per-offset tables [2N - 1, H, D]
 
 
 @contextlib.contextmanager
@@ -44,3 +45,31 @@ def constrain(x: jax.Array, names: tuple[str, ...]) -> jax.Array:
         return x
     spec, _ = fit_spec(nn.logical_to_mesh_axes(names, rules), tuple(x.shape), mesh)
     return jax.lax.with_sharding_constraint(x, spec)
+
+
+def map_over_shards(fn, args, in_names, out_names: tuple[str, ...], out_like: int = 0):
+    """fn run on each device's shards (a shard_map) inside `activation_sharding`, fn(first, *args) outside it.
+
+    For kernels XLA cannot partition (Mosaic custom calls). Argument i is split by the mesh axes that the rules
+    give its logical names in_names[i] (None: replicated), the result (shaped like argument `out_like`) by those
+    of `out_names`. `first(i, dim)` is
+    the global index of the first element of argument i's shard along `dim` (0 outside), e.g. a shard's first row.
+    """
+    rules = _RULES.get()
+    mesh = jax.sharding.get_abstract_mesh()
+    if rules is None or mesh.empty:
+        return fn(lambda i, dim: 0, *args)
+    spec = lambda names, shape: fit_spec(nn.logical_to_mesh_axes(names, rules), tuple(shape), mesh)[0]
+    in_specs = [PartitionSpec() if names is None else spec(names, x.shape) for x, names in zip(args, in_names)]
+
+    def body(*shards):
+        def first(i, dim):
+            axes = in_specs[i][dim] if dim < len(in_specs[i]) else None
+            index = 0
+            for axis in (axes,) if isinstance(axes, str) else axes or ():
+                index = index * mesh.shape[axis] + jax.lax.axis_index(axis)
+            return index * shards[i].shape[dim]
+        return fn(first, *shards)
+
+    return jax.shard_map(body, mesh=mesh, in_specs=tuple(in_specs), out_specs=spec(out_names, args[out_like].shape),
+                         check_vma=False)(*args)
