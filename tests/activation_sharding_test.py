@@ -3,10 +3,12 @@
 are needed; `sharded_step_test.py` checks the constraints in a real 8-device step."""
 
 import jax
+import pytest
 import jax.numpy as jnp
 from jax.sharding import AbstractMesh, AxisType, PartitionSpec
 
-from deberta_jax.sharding.activations import HEADS, HIDDEN, MLP, activation_sharding, constrain
+from deberta_jax.sharding.activations import HEADS, HIDDEN, MLP, activation_sharding, constrain, map_over_shards
+from deberta_jax.sharding.rules import DEFAULT_RULES
 
 MESH = AbstractMesh((2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
 
@@ -43,3 +45,12 @@ def test_the_context_is_left_on_exit():
     with activation_sharding(MESH):
         pass
     assert _specs(lambda y: constrain(y, HIDDEN), (4, 6, 8)) == []
+
+
+def test_a_per_device_kernel_refuses_rules_that_split_what_it_needs_whole():
+    """A kernel run per shard (the pallas attention on Mosaic) would attend within each sequence shard only."""
+    split_length = tuple((name, "tensor" if name == "activation_length" else axes) for name, axes in DEFAULT_RULES)
+    q = jnp.ones((4, 6, 2, 4))
+    with activation_sharding(MESH, split_length), pytest.raises(ValueError, match="'activation_length' -> 'tensor'"):
+        jax.make_jaxpr(lambda x: map_over_shards(lambda first, y: y, (x,), (HEADS,), HEADS,
+                                                 whole=("activation_length",)))(q)

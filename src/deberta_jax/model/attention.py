@@ -275,7 +275,8 @@ class DisentangledSelfAttention(nn.Module):
 
         tables = tuple(t for t in (c2p_table, p2c_table) if t is not None)
         return map_over_shards(shard, (query, key, value, token, *tables),
-                               (HEADS, HEADS, HEADS, HEADS[:2]) + (OFFSET_HEADS,) * len(tables), HEADS)
+                               (HEADS, HEADS, HEADS, HEADS[:2]) + (OFFSET_HEADS,) * len(tables), HEADS,
+                               whole=("activation_length",))
 
     def __call__(self, hidden_states, attention_mask, rel_embeddings, *, query_states=None,
                  deterministic: bool = True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 
 import flax.linen as nn
 import jax
@@ -47,18 +48,24 @@ def constrain(x: jax.Array, names: tuple[str, ...]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, spec)
 
 
-def map_over_shards(fn, args, in_names, out_names: tuple[str, ...], out_like: int = 0):
+def map_over_shards(fn, args, in_names, out_names: tuple[str, ...], out_like: int = 0, whole: tuple[str, ...] = ()):
     """fn run on each device's shards (a shard_map) inside `activation_sharding`, fn(first, *args) outside it.
 
     For kernels XLA cannot partition (Mosaic custom calls). Argument i is split by the mesh axes that the rules
     give its logical names in_names[i] (None: replicated), the result (shaped like argument `out_like`) by those
-    of `out_names`. `first(i, dim)` is
-    the global index of the first element of argument i's shard along `dim` (0 outside), e.g. a shard's first row.
+    of `out_names`. `first(i, dim)` is the global index of the first element of argument i's shard along `dim` (0
+    outside), e.g. a shard's first row. Logical axes in `whole` must not be split (e.g. the sequence, which an
+    attention kernel needs whole): rules that map them to a mesh axis are refused rather than computed wrongly.
     """
     rules = _RULES.get()
     mesh = jax.sharding.get_abstract_mesh()
     if rules is None or mesh.empty:
         return fn(lambda i, dim: 0, *args)
+    for name in whole:
+        axes = nn.logical_to_mesh_axes((name,), rules)[0]
+        if math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ())) > 1:
+            raise ValueError(f"activation rule {name!r} -> {axes!r}: this kernel runs per device and needs {name!r} "
+                             "unsplit; map it to None")
     spec = lambda names, shape: fit_spec(nn.logical_to_mesh_axes(names, rules), tuple(shape), mesh)[0]
     in_specs = [PartitionSpec() if names is None else spec(names, x.shape) for x, names in zip(args, in_names)]
 
