@@ -95,6 +95,18 @@ def pretraining_corpus(choice: str, workdir: str) -> list:
     return files
 
 
+def shared_overrides(choice: str, workdir: str, overrides: list) -> list:
+    """tiny_cpu overrides for every run of an experiment: the `--corpus` files, then `overrides`, then one tokenizer
+    for all of them, trained once into workdir/shared (reused when it is there)."""
+    from deberta_jax.pretraining.config import load_pretrain_config
+    from deberta_jax.pretraining.train import load_tokenizer
+
+    common = ["data.corpus=" + json.dumps(pretraining_corpus(choice, workdir)), *overrides]
+    tokenizer_dir = os.path.join(workdir, "shared")
+    load_tokenizer(load_pretrain_config("tiny_cpu", common), tokenizer_dir)
+    return common + [f"data.tokenizer={os.path.join(tokenizer_dir, 'tokenizer')}"]
+
+
 def has_checkpoint(workdir: str) -> bool:
     """Whether a stopped run in `workdir` left a checkpoint to resume from (orbax names each by its step)."""
     directory = os.path.join(workdir, "checkpoints")

@@ -5,6 +5,7 @@ already in its results/ folder and runs nothing else (no model, no torch or jax 
 """
 
 import json
+import os
 
 
 def pyplot():
@@ -30,6 +31,18 @@ def redraw(plot, json_path: str, png_path: str) -> int:
         plot(json.load(f), png_path)
     print(f"{png_path} drawn from {json_path}")
     return 0
+
+
+def parse_or_redraw(parser, plot, results_dir: str, default_name: str):
+    """Adds `--name` (the results file stem) and `--plot-only` to `parser` and parses the command line. Returns
+    (args, results_dir/NAME.json); with `--plot-only` it redraws NAME.png from that JSON and exits instead."""
+    parser.add_argument("--name", default=default_name, help="results file stem")
+    parser.add_argument("--plot-only", action="store_true", help="redraw NAME.png from the existing NAME.json and exit")
+    args = parser.parse_args()
+    out = os.path.join(results_dir, f"{args.name}.json")
+    if args.plot_only:
+        raise SystemExit(redraw(plot, out, os.path.splitext(out)[0] + ".png"))
+    return args, out
 
 
 def seed_bars(ax, bars, ylim, title: str) -> None:

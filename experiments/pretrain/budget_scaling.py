@@ -26,9 +26,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from compare_objectives import RUNS  # noqa: E402
-from downstream import (CORPORA, finetune_export, majority_accuracy, pretrain_or_read,  # noqa: E402
-                        pretraining_corpus, save_results, seed_summary, tfidf_accuracy)
-from plotting import pyplot, redraw, save  # noqa: E402
+from downstream import (CORPORA, finetune_export, majority_accuracy, pretrain_or_read, save_results,  # noqa: E402
+                        seed_summary, shared_overrides, tfidf_accuracy)
+from plotting import parse_or_redraw, pyplot, save  # noqa: E402
 from probe_features import probe  # noqa: E402
 
 MLM_OVERRIDES, MLM_EXPORT = RUNS["MLM (+EMD)"]
@@ -71,21 +71,11 @@ def main():
     parser.add_argument("--finetune-set", action="append", default=[], help="tiny-cpu override for every fine-tune")
     parser.add_argument("--corpus", choices=CORPORA, default=CORPORA[0])
     parser.add_argument("--workdir", default="/tmp/deberta-jax-budget")
-    parser.add_argument("--name", default="budget_scaling", help="results file stem")
-    parser.add_argument("--plot-only", action="store_true", help="redraw NAME.png from the existing NAME.json and exit")
-    args = parser.parse_args()
-    out = os.path.join(HERE, "results", f"{args.name}.json")
-    if args.plot_only:
-        return redraw(plot, out, os.path.splitext(out)[0] + ".png")
+    args, out = parse_or_redraw(parser, plot, os.path.join(HERE, "results"), "budget_scaling")
 
     from deberta_jax.pretraining.config import load_pretrain_config
-    from deberta_jax.pretraining.train import load_tokenizer
 
-    corpus = pretraining_corpus(args.corpus, args.workdir)
-    common = ["data.corpus=" + json.dumps(corpus)]
-    tokenizer_dir = os.path.join(args.workdir, "shared")
-    load_tokenizer(load_pretrain_config("tiny_cpu", common), tokenizer_dir)
-    common.append(f"data.tokenizer={os.path.join(tokenizer_dir, 'tokenizer')}")
+    common = shared_overrides(args.corpus, args.workdir, [])
     # Fine-tunes with other overrides get their own folders, so recipes can be compared on the same exports.
     tag = re.sub(r"[^A-Za-z0-9_.=-]+", "_", "_".join(args.finetune_set)) or "recipe"
     overrides = tuple(args.finetune_set)

@@ -29,9 +29,9 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from downstream import (CORPORA, finetune_export, majority_accuracy, pretrain_or_read,  # noqa: E402
-                        pretraining_corpus, save_results, seed_summary, tfidf_accuracy)
-from plotting import pyplot, redraw, save, seed_bars  # noqa: E402
+from downstream import (CORPORA, finetune_export, majority_accuracy, pretrain_or_read, save_results,  # noqa: E402
+                        seed_summary, shared_overrides, tfidf_accuracy)
+from plotting import parse_or_redraw, pyplot, save, seed_bars  # noqa: E402
 
 RUNS = {  # name -> (recipe overrides, the export that is fine-tuned)
     "MLM (+EMD)": (["objective=mlm", "masking.mask_token_prob=0.8", "masking.random_token_prob=0.1"], "mlm"),
@@ -86,22 +86,12 @@ def main():
     parser.add_argument("--finetune-epochs", type=float, default=None, help="default: the tiny-cpu recipe's")
     parser.add_argument("--workdir", default="/tmp/deberta-jax-compare")
     parser.add_argument("--set", action="append", default=[], help="recipe override applied to every run")
-    parser.add_argument("--name", default="compare_downstream", help="results file stem")
-    parser.add_argument("--plot-only", action="store_true", help="redraw NAME.png from the existing NAME.json and exit")
-    args = parser.parse_args()
-    out = os.path.join(HERE, "results", f"{args.name}.json")
-    if args.plot_only:
-        return redraw(plot, out, os.path.splitext(out)[0] + ".png")
+    args, out = parse_or_redraw(parser, plot, os.path.join(HERE, "results"), "compare_downstream")
 
     from deberta_jax.pretraining.config import load_pretrain_config
-    from deberta_jax.pretraining.train import load_tokenizer
 
-    corpus = pretraining_corpus(args.corpus, args.workdir)
-    common = [f"steps={args.steps}", "loop.log_every=20", f"loop.checkpoint_every={args.steps}",
-              "data.corpus=" + json.dumps(corpus)] + args.set
-    tokenizer_dir = os.path.join(args.workdir, "shared")
-    load_tokenizer(load_pretrain_config("tiny_cpu", common), tokenizer_dir)  # one tokenizer for every run
-    common.append(f"data.tokenizer={os.path.join(tokenizer_dir, 'tokenizer')}")
+    common = shared_overrides(args.corpus, args.workdir, [f"steps={args.steps}", "loop.log_every=20",
+                                                          f"loop.checkpoint_every={args.steps}", *args.set])
     seeds = list(range(args.seeds))
     results = {"recipe": "tiny_cpu", "corpus": args.corpus, "overrides": common, "steps": args.steps, "seeds": seeds,
                "machine": platform.machine(), "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
