@@ -21,8 +21,14 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _path(recipe: str, topology: str, impl: str, per_chip: int) -> str:
-    return os.path.join(HERE, f"{recipe}_{topology}_{impl}_b{per_chip}.json")
+def _remat(step: dict) -> str:
+    """The step's remat policy as a label; "" for none (and for reports from before named policies)."""
+    return "" if step.get("remat") in (None, False, "none") else str(step["remat"])
+
+
+def _path(recipe: str, topology: str, impl: str, per_chip: int, remat: str = "") -> str:
+    suffix = f"_remat-{remat}" if remat else ""
+    return os.path.join(HERE, f"{recipe}_{topology}_{impl}{suffix}_b{per_chip}.json")
 
 
 def compile_case(recipe: str, topology: str, impl: str, per_chip: int, extra: list[str]) -> dict:
@@ -35,7 +41,7 @@ def compile_case(recipe: str, topology: str, impl: str, per_chip: int, extra: li
     report = compile_for_topology(recipe, topology, overrides=sets)
     report["command"] = (f"deberta-jax compile --config {recipe} --topology {topology} "
                          + " ".join(f"--set {s}" for s in sets))
-    write_json(_path(recipe, topology, impl, per_chip), report)
+    write_json(_path(recipe, topology, impl, per_chip, _remat(report["step"])), report)
     print("\n".join(summary_lines(report)), flush=True)
     return report
 
@@ -72,7 +78,8 @@ def table() -> str:
             r = json.load(f)
         step, memory = r["step"], r["memory_per_chip"]
         per_chip = step["batch_size"] // (step["mesh"]["data"] * step["mesh"]["fsdp"])
-        key = (step["preset"], r["topology"]["name"], step["attention_impl"])
+        key = (step["preset"], r["topology"]["name"],
+               step["attention_impl"] + (f", remat {_remat(step)}" if _remat(step) else ""))
         if "compiler_error" in memory:
             rows.append((key, per_chip, f"| {key[0]} | {key[1]} | {key[2]} | {per_chip} | does not fit (compiler) "
                                         f"| | | | | | {r['compile_seconds']:.0f} |"))
