@@ -29,15 +29,20 @@ class TrainCheckpointer:
         if keep < 1:
             raise ValueError(f"keep_checkpoints={keep}: must be >= 1 (a run must be able to resume)")
         self.directory = os.path.abspath(os.fspath(directory))
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True,
-                                               cleanup_tmp_directories=True)
+        # Both managers name their barriers after the step directory ("6.orbax-checkpoint-tmp"): without distinct
+        # prefixes, saving step 6 to both makes two processes' barriers collide and fail at random.
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=True, cleanup_tmp_directories=True,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix="train"))
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._best = None
         self._failed = False  # a save failed and was reported; close() then only releases the managers
         self.best = {"score": None, "step": None}  # None until the first scored save (strict JSON)
         if best_directory is not None:
             self._best = ocp.CheckpointManager(os.path.abspath(os.fspath(best_directory)),
-                                               options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+                                               options=ocp.CheckpointManagerOptions(
+                max_to_keep=1, create=True,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix="best")))
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
