@@ -85,17 +85,20 @@ def table() -> str:
                                         f"| | | | | | {r['compile_seconds']:.0f} |"))
             continue
         bound, kinds = r["roofline"], r["collectives"]["by_kind"]
+        traffic = r.get("roofline_hbm_traffic")  # reports from before the HBM-traffic estimate lack it
+        ours = f"{100 * traffic['mfu']:.1f}" if traffic else ""
         loops = f" ({r['while_loops']} loops)" if r["while_loops"] else ""
         rows.append((key, per_chip,
                      f"| {key[0]} | {key[1]} | {key[2]} | {per_chip} | {memory['total'] / 2 ** 30:.2f} / "
                      f"{memory['hbm'] / 2 ** 30:.1f} {'fits' if memory['fits'] else 'NO'} "
                      f"| {_extrapolated_rows(r, per_chip) if memory['fits'] else ''} "
-                     f"| {bound['step_seconds'] * 1e3:.0f} ({bound['bound']}) | {100 * bound['mfu']:.1f} "
+                     f"| {bound['step_seconds'] * 1e3:.0f} ({bound['bound']}) | {100 * bound['mfu']:.1f} | {ours} "
                      f"| {r['compiled_over_model_flops']:.2f}{loops} | {r['gathers']} "
                      f"| {kinds['all-reduce']['operand_bytes'] / 2 ** 20:.0f} | {r['compile_seconds']:.0f} |"))
     header = ("| model | slice | attention | batch/chip | memory/chip GiB (of HBM) | fits up to (extrapolated) "
-              "| roofline step ms | roofline MFU % | compiled/model FLOPs | gathers | all-reduce MiB/chip | compile s |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "| roofline step ms | roofline MFU % | MFU % by our HBM-traffic estimate | compiled/model FLOPs | gathers "
+              "| all-reduce MiB/chip | compile s |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     return header + "\n" + "\n".join(row for _, _, row in sorted(rows, key=lambda x: (x[0], x[1])))
 
 

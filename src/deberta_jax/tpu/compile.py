@@ -36,6 +36,7 @@ from deberta_jax.pretraining.train import build_objective, model_config, pretrai
 from deberta_jax.sharding.mesh import check_batch_divides, make_mesh
 from deberta_jax.sharding.rules import DroppedAxes, batch_sharding, dropped_axes
 from deberta_jax.tpu import hlo, roofline
+from deberta_jax.tpu.hbm_traffic import hbm_traffic
 from deberta_jax.tpu.topologies import ChipSpec
 from deberta_jax.training.train_step import abstract_train_state, boxed_train_state, make_train_step
 
@@ -183,6 +184,10 @@ def compile_report(spec: StepSpec, chip: ChipSpec, chips: int) -> dict:
     report["collectives"] = hlo.collective_summary(text)
     report["gathers"] = hlo.count_op(text, "gather")
     report["while_loops"] = hlo.count_op(text, "while")
+    # Our estimate beside XLA's: loops weighted by their trip counts, on-core arrays free (tpu/hbm_traffic.py).
+    report["hbm_traffic"] = hbm_traffic(text)
+    report["roofline_hbm_traffic"] = roofline.roofline(spec.model_flops, flops, report["hbm_traffic"]["bytes"], chips,
+                                                       chip.peak_bf16_flops, chip.hbm_bandwidth)
     return report
 
 

@@ -73,4 +73,12 @@ def summary_lines(report: dict) -> list[str]:
     if report["while_loops"]:
         lines.append(f"  while loops      {report['while_loops']}: XLA counts a loop body once, so the FLOPs, bytes "
                      "and roofline above undercount what the loops repeat")
+    if "hbm_traffic" in report:
+        traffic, other = report["hbm_traffic"], report["roofline_hbm_traffic"]
+        unknown = traffic["loops"]["unknown_trip_counts"]
+        lines.append(f"  HBM traffic      {traffic['bytes']:.3e} bytes (our estimate from the HLO: loops x trip counts"
+                     f"{f', {unknown} unknown counted once' if unknown else ''}; on-core arrays free): roofline "
+                     f"{other['step_seconds'] * 1e3:.1f} ms, MFU {100 * other['mfu']:.1f} %")
+        for entry in traffic["by_source"][:6]:
+            lines.append(f"    {entry['bytes']:.2e}  {entry['source']}")
     return lines

@@ -1,0 +1,184 @@
+"""Our own estimate of a compiled TPU program's HBM traffic per step, read from its optimized HLO text, and where
+it goes by source (the JAX op and module scope that XLA keeps in each instruction's metadata).
+
+XLA's `cost_analysis()["bytes accessed"]` has two biases for TPU programs, in opposite directions:
+  - it counts a while loop's body once, however many times the loop runs (the FSDP collective-matmul loops, a
+    scan over layers, gradient accumulation), so loops are undercounted;
+  - it counts every operand and result, also those that memory-space assignment placed in the chip's on-core
+    memory (layouts tagged `S(1)`, VMEM on v5e), and both halves of the asynchronous copies that move them there.
+This estimate multiplies each loop body by its trip count (read from the loop condition's `compare(i, N)`, or from
+`known_trip_count`) and counts HBM-resident bytes only: each top-level instruction's HBM operands plus its HBM
+results, a fusion's operands only as far as its slices read them, and each asynchronous copy or slice once.
+It is an estimate from the program text, like XLA's, not a measurement.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import re
+
+from deberta_jax.tpu import hlo
+
+_HEADER = re.compile(r"^(?P<entry>ENTRY\s+)?%?(?P<name>[^\s(]+)\s*\(.*\)\s*->\s*.*\{\s*$")
+_CALLED = re.compile(r"\b(calls|body|condition|to_apply)=%?([^\s,}]+)")
+_BRANCHES = re.compile(r"\bbranch_computations=\{([^}]*)\}")
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+_TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+_CONSTANT = re.compile(r"constant\((-?\d+)\)")
+_PARAMETER = re.compile(r"parameter\((\d+)\)")
+_ARRAY = re.compile(r"\b([a-z]+[0-9]*(?:e[0-9]m[0-9][a-z]*)?)\[([0-9,]*)\](\{(?:[^{}()]|\([^()]*\))*\})?")
+_ON_CORE = re.compile(r"S\([1-9]")  # a memory-space tag other than 0 (HBM): on-core memory or semaphores
+# Ops that move no data of their own: tuples, views, control flow (its bodies are walked), the "-done" halves.
+_NO_TRAFFIC = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "while", "call", "conditional",
+               "after-all", "partition-id", "replica-id", "opt-barrier", "add-dependency", "domain"}
+_MOVES = ("copy-start", "slice-start")  # asynchronous HBM <-> on-core moves: the data moved counts once
+_WRAPPERS = re.compile(r"^(?:jit|jvp|transpose|checkpoint|remat|vmap|pjit|shard_map|closed_call)\(|\)$")
+
+
+def hbm_bytes(shape: str) -> int:
+    """Bytes of the arrays in an HLO shape that live in HBM: every array but those whose layout carries a
+    memory-space tag S(n), n > 0."""
+    return sum(hlo.shape_bytes(f"{dtype}[{dims}]") for dtype, dims, layout in _ARRAY.findall(shape)
+               if not _ON_CORE.search(layout or ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Line:
+    text: str
+    ins: hlo.Instruction
+
+
+def _computations(hlo_text: str) -> tuple[dict[str, list[_Line]], str]:
+    """{computation name: its instruction lines}, and the entry computation's name."""
+    found, current, entry = {}, None, None
+    for text in hlo_text.splitlines():
+        header = _HEADER.match(text)
+        if header:
+            current = header["name"]
+            found[current] = []
+            entry = current if header["entry"] else entry
+        elif text.startswith("}"):
+            current = None
+        elif current is not None:
+            parsed = hlo.instructions(text)
+            if parsed:
+                found[current].append(_Line(text, parsed[0]))
+    if entry is None:
+        raise ValueError("HLO text has no ENTRY computation")
+    return found, entry
+
+
+def _name(operand: str) -> str:
+    return operand.split()[-1].lstrip("%")
+
+
+def _trip_count(loop: _Line, condition: list[_Line]) -> int | None:
+    """The loop's trip count: XLA's known_trip_count, else N in the condition's `compare(i, N), direction=LT`
+    (i counting up from 0, as XLA's loops and JAX's scans do); None when neither is there."""
+    known = _TRIP_COUNT.search(loop.text)
+    if known:
+        return int(known.group(1))
+    constants = {line.ins.name: int(m.group(1)) for line in condition if line.ins.op == "constant"
+                 for m in [_CONSTANT.search(line.text)] if m}
+    for line in condition:
+        if line.ins.op == "compare" and "direction=LT" in line.text and len(line.ins.operands) == 2:
+            bound = constants.get(_name(line.ins.operands[1]))
+            if bound is not None:
+                return bound
+    return None
+
+
+def _fusion_bytes(line: _Line, fused: list[_Line] | None, shapes: dict[str, str]) -> int:
+    """HBM bytes of a fusion: its HBM operands, each only as much as the fused code reads of it when every use is a
+    slice, plus its HBM results (only the update when the result is an in-place dynamic-update-slice)."""
+    operands = [_operand_hbm(operand, shapes) for operand in line.ins.operands]
+    result = hbm_bytes(line.ins.shape)
+    if fused is None:
+        return sum(operands) + result
+    local = {item.ins.name: item.ins.shape for item in fused}
+    users = collections.defaultdict(list)
+    for item in fused:
+        for operand in item.ins.operands:
+            users[_name(operand)].append(item.ins)
+    for item in fused:
+        if item.ins.op != "parameter":
+            continue
+        index = int(_PARAMETER.search(item.text).group(1))
+        uses = users.get(item.ins.name, [])
+        if not uses or operands[index] == 0 or any(_name(u.operands[0]) != item.ins.name for u in uses):
+            continue
+        if all(u.op in ("slice", "dynamic-slice") for u in uses):
+            operands[index] = sum(hlo.shape_bytes(hlo._LAYOUT.sub("", u.shape)) for u in uses)
+        elif all(u.op == "dynamic-update-slice" for u in uses):
+            update = sum(hlo.shape_bytes(hlo._LAYOUT.sub("", local[_name(u.operands[1])])) for u in uses)
+            operands[index], result = update, min(result, update)
+    return sum(operands) + result
+
+
+def _operand_hbm(operand: str, shapes: dict[str, str]) -> int:
+    typed = operand.rsplit("%", 1)[0]
+    if hlo._ARRAY.search(typed):
+        return hbm_bytes(typed)
+    name = _name(operand)
+    if name not in shapes:
+        raise ValueError(f"HLO operand {operand!r} has no type and no defining instruction")
+    return hbm_bytes(shapes[name])
+
+
+def source(text: str, depth: int = 6) -> str:
+    """Where an instruction comes from: "forward" or "backward", then its op_name's scopes with the JAX
+    transformation wrappers dropped and layer numbers folded ("layer_*"), cut to `depth` scopes."""
+    found = _OP_NAME.search(text)
+    if not found:
+        return "(no source)"
+    direction = "backward" if "transpose(" in found.group(1) else "forward"
+    parts = found.group(1).split("/")
+    parts = parts[1:] if parts[0].startswith("jit(") else parts  # the jitted step's own name says nothing
+    scopes = [_WRAPPERS.sub("", _WRAPPERS.sub("", part)) for part in parts]
+    scopes = [re.sub(r"layer_\d+", "layer_*", s) for s in scopes if s and s not in ("while", "body", "closed_call")]
+    return " ".join([direction, "/".join(scopes[:depth])])
+
+
+def hbm_traffic(hlo_text: str, depth: int = 6, largest: int = 12) -> dict:
+    """{"bytes": HBM bytes per step (loops x trip counts), "by_source": the `largest` sources [{"source",
+    "bytes"}], "by_op": {opcode or "fusion:kind": bytes}, "loops": {"count", "unknown_trip_counts"}} of one
+    device's program `hlo_text`. A loop whose trip count cannot be read counts once (as XLA's analysis does)."""
+    computations, entry = _computations(hlo_text)
+    shapes = {line.ins.name: line.ins.shape for lines in computations.values() for line in lines}
+    by_source, by_op = collections.Counter(), collections.Counter()
+    loops = {"count": 0, "unknown_trip_counts": 0}
+    pending = [(entry, 1)]
+    while pending:
+        name, times = pending.pop()
+        for line in computations[name]:
+            op, called = line.ins.op, dict(_CALLED.findall(line.text))
+            if op == "while":
+                trips = _trip_count(line, computations[called["condition"]])
+                loops["count"] += 1
+                loops["unknown_trip_counts"] += trips is None
+                pending.append((called["body"], times * (trips or 1)))
+                continue
+            if op in ("call", "conditional") or (op.startswith("async") and op.endswith("-start")):
+                branches = _BRANCHES.search(line.text)
+                targets = ([_name(b) for b in branches.group(1).split(",")] if branches else [])
+                pending.extend((target, times) for target in targets + [called.get("calls")] if target)
+                continue
+            if op in _NO_TRAFFIC or op.endswith("-done"):
+                continue
+            if op in _MOVES:  # ((source) or destination, ..., context): the moved array is the last array but one
+                arrays = _ARRAY.findall(line.ins.shape)
+                dtype, dims, _ = arrays[-2] if op == "slice-start" else arrays[0]
+                moved = hlo.shape_bytes(f"{dtype}[{dims}]")
+            elif op == "fusion":
+                moved = _fusion_bytes(line, computations.get(called.get("calls")), shapes)
+                kind = re.search(r"\bkind=(\w+)", line.text)
+                op = f"fusion:{kind.group(1) if kind else '?'}"
+            else:
+                moved = sum(_operand_hbm(operand, shapes) for operand in line.ins.operands) + hbm_bytes(line.ins.shape)
+            label = f"{line.ins.op} (memory-space assignment)" if line.ins.op in _MOVES else source(line.text, depth)
+            by_source[label] += moved * times
+            by_op[op] += moved * times
+    return {"bytes": int(sum(by_op.values())),
+            "by_source": [{"source": s, "bytes": int(b)} for s, b in by_source.most_common(largest)],
+            "by_op": {op: int(b) for op, b in by_op.most_common()}, "loops": loops}
