@@ -26,12 +26,12 @@ def _remat(step: dict) -> str:
     return "" if step.get("remat") in (None, False, "none") else str(step["remat"])
 
 
-def _path(recipe: str, topology: str, impl: str, per_chip: int, remat: str = "") -> str:
-    suffix = f"_remat-{remat}" if remat else ""
+def _path(recipe: str, topology: str, impl: str, per_chip: int, remat: str = "", tag: str = "") -> str:
+    suffix = (f"_remat-{remat}" if remat else "") + (f"_{tag}" if tag else "")
     return os.path.join(HERE, f"{recipe}_{topology}_{impl}{suffix}_b{per_chip}.json")
 
 
-def compile_case(recipe: str, topology: str, impl: str, per_chip: int, extra: list[str]) -> dict:
+def compile_case(recipe: str, topology: str, impl: str, per_chip: int, extra: list[str], tag: str = "") -> dict:
     from deberta_jax.tpu.report import compile_for_topology, summary_lines
     from deberta_jax.tpu.topologies import get_slice
     from deberta_jax.training.records import write_json
@@ -39,9 +39,12 @@ def compile_case(recipe: str, topology: str, impl: str, per_chip: int, extra: li
     chips = get_slice(topology).chips
     sets = [f"data.batch_size={per_chip * chips}", f"model.overrides.attention_impl={impl}", *extra]
     report = compile_for_topology(recipe, topology, overrides=sets)
-    report["command"] = (f"deberta-jax compile --config {recipe} --topology {topology} "
+    flags = report["versions"]["libtpu_init_args"]
+    report["command"] = ((f"LIBTPU_INIT_ARGS='{flags}' " if flags else "")
+                         + f"deberta-jax compile --config {recipe} --topology {topology} "
                          + " ".join(f"--set {s}" for s in sets))
-    write_json(_path(recipe, topology, impl, per_chip, _remat(report["step"])), report)
+    report["tag"] = tag
+    write_json(_path(recipe, topology, impl, per_chip, _remat(report["step"]), tag), report)
     print("\n".join(summary_lines(report)), flush=True)
     return report
 
@@ -54,10 +57,11 @@ def _extrapolated_rows(report: dict, per_chip: int) -> int:
     return 2 ** int(math.floor(math.log2(max(rows, 1))))
 
 
-def search(recipe: str, topology: str, impl: str, start: int, max_compiles: int, extra: list[str]) -> None:
+def search(recipe: str, topology: str, impl: str, start: int, max_compiles: int, extra: list[str],
+           tag: str = "") -> None:
     fits, per_chip = {}, start
     while len(fits) < max_compiles:
-        report = compile_case(recipe, topology, impl, per_chip, extra)
+        report = compile_case(recipe, topology, impl, per_chip, extra, tag)
         fits[per_chip] = report["memory_per_chip"]["fits"]
         if fits[per_chip]:
             following = max(2 * per_chip, _extrapolated_rows(report, per_chip)) if len(fits) == 1 else 2 * per_chip
@@ -79,7 +83,8 @@ def table() -> str:
         step, memory = r["step"], r["memory_per_chip"]
         per_chip = step["batch_size"] // (step["mesh"]["data"] * step["mesh"]["fsdp"])
         key = (step["preset"], r["topology"]["name"],
-               step["attention_impl"] + (f", remat {_remat(step)}" if _remat(step) else ""))
+               step["attention_impl"] + (f", remat {_remat(step)}" if _remat(step) else "")
+               + (f", {r['tag']}" if r.get("tag") else ""))
         if "compiler_error" in memory:
             rows.append((key, per_chip, f"| {key[0]} | {key[1]} | {key[2]} | {per_chip} | does not fit (compiler) "
                                         f"| | | | | | {r['compile_seconds']:.0f} |"))
@@ -108,14 +113,18 @@ def main(argv=None) -> int:
     parser.add_argument("--start", type=int, default=8, help="rows per chip of the first compile")
     parser.add_argument("--max-compiles", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], help="further recipe overrides for every case")
+    parser.add_argument("--tag", default="", help="a name for the compiler flags in LIBTPU_INIT_ARGS, put in the "
+                        "JSON's name and the table (required when they are set)")
     parser.add_argument("--table", action="store_true", help="print the markdown table of the JSONs here")
     args = parser.parse_args(argv)
+    if os.environ.get("LIBTPU_INIT_ARGS") and not args.tag and not args.table:
+        parser.error("LIBTPU_INIT_ARGS is set: name those flags with --tag, so that the JSONs of default flags stay")
     if args.table:
         print(table())
         return 0
     for case in args.case:
         recipe, topology, impl = case.split(":")
-        search(recipe, topology, impl, args.start, args.max_compiles, args.set)
+        search(recipe, topology, impl, args.start, args.max_compiles, args.set, args.tag)
     return 0
 
 

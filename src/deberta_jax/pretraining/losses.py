@@ -20,8 +20,11 @@ def masked_lm_loss(logits, labels, weights):
     Returns:
       (loss, accuracy), fp32 scalars (float64 for float64 logits); 0 when no slot has weight.
     """
-    logp = jax.nn.log_softmax(_at_least_f32(logits), axis=-1)
-    nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+    # log p(label) = logit(label) - logsumexp(logits): reduces over the vocabulary without writing the fp32
+    # log-softmax (on a v3 vocabulary, 4 bytes per slot and id, written and read back); the label's logit is
+    # gathered from the logits as they are.
+    label_logits = _at_least_f32(jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0])
+    nll = jax.nn.logsumexp(_at_least_f32(logits), axis=-1) - label_logits
     weights = weights.astype(jnp.float32)
     total = jnp.maximum(weights.sum(), 1.0)
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import math
+import os
 import time
 from typing import Any, Sequence
 
@@ -216,7 +217,8 @@ def memory_per_chip(stats, hbm_bytes: float) -> dict:
 
 
 def _versions() -> dict:
-    versions = {"jax": jax.__version__}
+    # LIBTPU_INIT_ARGS carries the TPU compiler's flags (read when libtpu loads): they change the program.
+    versions = {"jax": jax.__version__, "libtpu_init_args": os.environ.get("LIBTPU_INIT_ARGS", "")}
     try:
         versions["libtpu"] = importlib.metadata.version("libtpu")
     except importlib.metadata.PackageNotFoundError:

@@ -45,6 +45,8 @@ def summary_lines(report: dict) -> list[str]:
              f"({report['chips']} x TPU {chip['name']})",
              "COMPILER ESTIMATES, not measurements: XLA's analysis of the compiled program; no TPU ran it",
              f"  compile time     {report['compile_seconds']:.1f} s"]
+    if report["versions"].get("libtpu_init_args"):
+        lines.append(f"  compiler flags   LIBTPU_INIT_ARGS={report['versions']['libtpu_init_args']}")
     memory = report["memory_per_chip"]
     if "compiler_error" in memory:
         return lines + [f"  memory per chip  does not fit: {memory['compiler_error']}"]
