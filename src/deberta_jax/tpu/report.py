@@ -45,8 +45,9 @@ def summary_lines(report: dict) -> list[str]:
              f"({report['chips']} x TPU {chip['name']})",
              "COMPILER ESTIMATES, not measurements: XLA's analysis of the compiled program; no TPU ran it",
              f"  compile time     {report['compile_seconds']:.1f} s"]
-    if report["versions"].get("libtpu_init_args"):
-        lines.append(f"  compiler flags   LIBTPU_INIT_ARGS={report['versions']['libtpu_init_args']}")
+    flags = report.get("versions", {}).get("libtpu_init_args")  # absent from reports of earlier versions
+    if flags:
+        lines.append(f"  compiler flags   LIBTPU_INIT_ARGS={flags}")
     memory = report["memory_per_chip"]
     if "compiler_error" in memory:
         return lines + [f"  memory per chip  does not fit: {memory['compiler_error']}"]
