@@ -93,6 +93,22 @@ def test_a_loop_xla_compiled_here_is_charged_per_trip_where_xlas_analysis_charge
     assert xla < 3 * per_trip  # the body once
 
 
+def test_slices_gathers_and_in_place_updates_are_charged_for_what_they_touch():
+    program = textwrap.dedent("""\
+        ENTRY %main (t: f32[64,1024], i: s32[], u: f32[1,1024]) -> f32[64,1024] {
+          %t = f32[64,1024]{1,0} parameter(0)
+          %i = s32[] parameter(1)
+          %u = f32[1,1024]{1,0} parameter(2)
+          %zero = s32[] constant(0)
+          %row = f32[1,1024]{1,0} dynamic-slice(%t, %i, %zero), dynamic_slice_sizes={1,1024}
+          %top = f32[2,1024]{1,0} slice(%t), slice={[0:2], [0:1024]}
+          ROOT %put = f32[64,1024]{1,0} dynamic-update-slice(%t, %u, %i, %zero)
+        }
+        """)
+    row = 1024 * 4
+    assert hbm_traffic(program)["bytes"] == (2 * row + 2 * 4) + 2 * (2 * row) + 2 * row
+
+
 @pytest.mark.parametrize("shape, size", [("bf16[8,128]{1,0:T(8,128)(2,1)}", 2048),
                                          ("bf16[8,128]{1,0:T(8,128)(2,1)S(1)}", 0),
                                          ("(f32[4]{0}, s32[2]{0:S(1)}, u32[]{:S(2)})", 16)])

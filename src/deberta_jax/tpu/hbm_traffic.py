@@ -8,7 +8,8 @@ XLA's `cost_analysis()["bytes accessed"]` has two biases for TPU programs, in op
     memory (layouts tagged `S(1)`, VMEM on v5e), and both halves of the asynchronous copies that move them there.
 This estimate multiplies each loop body by its trip count (read from the loop condition's `compare(i, N)`, or from
 `known_trip_count`) and counts HBM-resident bytes only: each top-level instruction's HBM operands plus its HBM
-results, a fusion's operands only as far as its slices read them, and each asynchronous copy or slice once.
+results; slices, gathers and fusions only what they read of an operand; an in-place dynamic-update-slice only its
+update; each asynchronous copy or slice once.
 It is an estimate from the program text, like XLA's, not a measurement.
 """
 
@@ -32,6 +33,7 @@ _ON_CORE = re.compile(r"S\([1-9]")  # a memory-space tag other than 0 (HBM): on-
 # Ops that move no data of their own: tuples, views, control flow (its bodies are walked), the "-done" halves.
 _NO_TRAFFIC = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "while", "call", "conditional",
                "after-all", "partition-id", "replica-id", "opt-barrier", "add-dependency", "domain"}
+_READS_RESULT = ("slice", "dynamic-slice", "gather")
 _MOVES = ("copy-start", "slice-start")  # asynchronous HBM <-> on-core moves: the data moved counts once
 _WRAPPERS = re.compile(r"^(?:jit|jvp|transpose|checkpoint|remat|vmap|pjit|shard_map|closed_call)\(|\)$")
 
@@ -174,6 +176,10 @@ def hbm_traffic(hlo_text: str, depth: int = 6, largest: int = 12) -> dict:
                 moved = _fusion_bytes(line, computations.get(called.get("calls")), shapes)
                 kind = re.search(r"\bkind=(\w+)", line.text)
                 op = f"fusion:{kind.group(1) if kind else '?'}"
+            elif op in _READS_RESULT:  # reads what it returns (plus indices), not its whole first operand
+                moved = 2 * hbm_bytes(line.ins.shape) + sum(_operand_hbm(o, shapes) for o in line.ins.operands[1:])
+            elif op == "dynamic-update-slice":  # in place: reads and writes the update only
+                moved = 2 * _operand_hbm(line.ins.operands[1], shapes)
             else:
                 moved = sum(_operand_hbm(operand, shapes) for operand in line.ins.operands) + hbm_bytes(line.ins.shape)
             label = f"{line.ins.op} (memory-space assignment)" if line.ins.op in _MOVES else source(line.text, depth)
