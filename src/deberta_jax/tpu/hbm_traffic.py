@@ -168,7 +168,7 @@ def hbm_traffic(hlo_text: str, depth: int = 6, largest: int = 12) -> dict:
                 continue
             if op in _NO_TRAFFIC or op.endswith("-done"):
                 continue
-            if op in _MOVES:  # ((source) or destination, ..., context): the moved array is the last array but one
+            if op in _MOVES:  # slice-start: ((source), slice, context); copy-start: (destination, source, context)
                 arrays = _ARRAY.findall(line.ins.shape)
                 dtype, dims, _ = arrays[-2] if op == "slice-start" else arrays[0]
                 moved = hlo.shape_bytes(f"{dtype}[{dims}]")
