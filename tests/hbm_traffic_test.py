@@ -74,6 +74,13 @@ def test_loops_count_trip_times_on_core_arrays_are_free_and_moves_count_once():
     assert traffic["loops"] == {"count": 1, "unknown_trip_counts": 0}
 
 
+def test_a_loop_that_steps_its_counter_by_2_runs_half_as_many_trips():
+    # XLA's unrolled windowed-einsum loops add 2 to their counter: i < 5 in steps of 2 is 3 trips (0, 2, 4)
+    traffic = hbm_traffic(TPU_STYLE.replace("%one = s32[]{:T(128)} constant(1)", "%one = s32[]{:T(128)} constant(2)"))
+    assert traffic["loops"] == {"count": 1, "unknown_trip_counts": 0}
+    assert traffic["bytes"] == 3 * (2 * 1024 * 4 + 4 * 4) + 3 * 8 * 1024 * 4 + 256 * 2
+
+
 def test_a_loop_without_a_readable_trip_count_counts_once_and_is_reported():
     traffic = hbm_traffic(TPU_STYLE.replace("constant(5)", "parameter(1)"))
     assert traffic["loops"] == {"count": 1, "unknown_trip_counts": 1}

@@ -6,8 +6,8 @@ XLA's `cost_analysis()["bytes accessed"]` has two biases for TPU programs, in op
     scan over layers, gradient accumulation), so loops are undercounted;
   - it counts every operand and result, also those that memory-space assignment placed in the chip's on-core
     memory (layouts tagged `S(1)`, VMEM on v5e), and both halves of the asynchronous copies that move them there.
-This estimate multiplies each loop body by its trip count (read from the loop condition's `compare(i, N)`, or from
-`known_trip_count`) and counts HBM-resident bytes only: each top-level instruction's HBM operands plus its HBM
+This estimate multiplies each loop body by its trip count (from the loop condition's `compare(i, N)` and the step
+the body adds to i, or from `known_trip_count`) and counts HBM-resident bytes only: each top-level instruction's HBM operands plus its HBM
 results; slices, gathers and fusions only what they read of an operand; an in-place dynamic-update-slice only its
 update; each asynchronous copy or slice once.
 It is an estimate from the program text, like XLA's, not a measurement.
@@ -75,19 +75,61 @@ def _name(operand: str) -> str:
     return operand.split()[-1].lstrip("%")
 
 
-def _trip_count(loop: _Line, condition: list[_Line]) -> int | None:
-    """The loop's trip count: XLA's known_trip_count, else N in the condition's `compare(i, N), direction=LT`
-    (i counting up from 0, as XLA's loops and JAX's scans do); None when neither is there."""
+def _trip_count(loop: _Line, condition: list[_Line], body: list[_Line], defined: dict[str, _Line]) -> int | None:
+    """The loop's trip count: XLA's known_trip_count; else, for a condition `compare(i, N), direction=LT` on tuple
+    element k, ceil((N - start) / step) with step the constant the body adds to element k (XLA's unrolled
+    windowed-einsum loops add 2) and start the constant the loop starts it at (0 when not a constant). None when
+    the bound or the step cannot be read."""
     known = _TRIP_COUNT.search(loop.text)
     if known:
         return int(known.group(1))
-    constants = {line.ins.name: int(m.group(1)) for line in condition if line.ins.op == "constant"
-                 for m in [_CONSTANT.search(line.text)] if m}
     for line in condition:
-        if line.ins.op == "compare" and "direction=LT" in line.text and len(line.ins.operands) == 2:
-            bound = constants.get(_name(line.ins.operands[1]))
-            if bound is not None:
-                return bound
+        if line.ins.op != "compare" or "direction=LT" not in line.text or len(line.ins.operands) != 2:
+            continue
+        counter, bound = (defined.get(_name(o)) for o in line.ins.operands)
+        index = _tuple_index(counter)
+        if bound is None or bound.ins.op != "constant" or index is None:
+            continue
+        step = _step(body, index, defined)
+        if not step:
+            return None
+        start = _constant(_tuple_operand(defined.get(_name(loop.ins.operands[0])), index), defined)
+        return max(0, -(-(_constant(bound, defined) - (start or 0)) // step))
+    return None
+
+
+def _tuple_index(line: _Line | None) -> int | None:
+    """k for `get-tuple-element(param), index=k`; None otherwise."""
+    if line is None or line.ins.op != "get-tuple-element":
+        return None
+    return int(re.search(r"\bindex=(\d+)", line.text).group(1))
+
+
+def _tuple_operand(line: _Line | None, index: int) -> str | None:
+    if line is None or line.ins.op != "tuple" or index >= len(line.ins.operands):
+        return None
+    return line.ins.operands[index]
+
+
+def _constant(item, defined: dict[str, _Line]) -> int | None:
+    """The integer value of a constant instruction (or of the operand naming one); None for anything else."""
+    line = defined.get(_name(item)) if isinstance(item, str) else item
+    if line is None or line.ins.op != "constant":
+        return None
+    value = _CONSTANT.search(line.text)
+    return int(value.group(1)) if value else None
+
+
+def _step(body: list[_Line], index: int, defined: dict[str, _Line]) -> int | None:
+    """The constant that `body` adds to element `index` of the loop state; None when it does something else."""
+    root = next((line for line in body if line.text.lstrip().startswith("ROOT")), None)
+    update = defined.get(_name(_tuple_operand(root, index) or ""))
+    if update is None or update.ins.op != "add" or len(update.ins.operands) != 2:
+        return None
+    first, second = (defined.get(_name(o)) for o in update.ins.operands)
+    for counter, increment in ((first, second), (second, first)):
+        if _tuple_index(counter) == index and _constant(increment, defined) is not None:
+            return _constant(increment, defined)
     return None
 
 
@@ -147,7 +189,8 @@ def hbm_traffic(hlo_text: str, depth: int = 6, largest: int = 12) -> dict:
     "bytes"}], "by_op": {opcode or "fusion:kind": bytes}, "loops": {"count", "unknown_trip_counts"}} of one
     device's program `hlo_text`. A loop whose trip count cannot be read counts once (as XLA's analysis does)."""
     computations, entry = _computations(hlo_text)
-    shapes = {line.ins.name: line.ins.shape for lines in computations.values() for line in lines}
+    defined = {line.ins.name: line for lines in computations.values() for line in lines}
+    shapes = {name: line.ins.shape for name, line in defined.items()}
     by_source, by_op = collections.Counter(), collections.Counter()
     loops = {"count": 0, "unknown_trip_counts": 0}
     pending = [(entry, 1)]
@@ -156,7 +199,7 @@ def hbm_traffic(hlo_text: str, depth: int = 6, largest: int = 12) -> dict:
         for line in computations[name]:
             op, called = line.ins.op, dict(_CALLED.findall(line.text))
             if op == "while":
-                trips = _trip_count(line, computations[called["condition"]])
+                trips = _trip_count(line, computations[called["condition"]], computations[called["body"]], defined)
                 loops["count"] += 1
                 loops["unknown_trip_counts"] += trips is None
                 pending.append((called["body"], times * (trips or 1)))
