@@ -116,6 +116,27 @@ def test_slices_gathers_and_in_place_updates_are_charged_for_what_they_touch():
     assert hbm_traffic(program)["bytes"] == (2 * row + 2 * 4) + 2 * (2 * row) + 2 * row
 
 
+def test_matmul_flops_of_a_loop_xla_compiled_here_count_every_trip():
+    w = jnp.ones((256, 256), jnp.float32)
+    step = jax.jit(lambda x: jax.lax.fori_loop(0, 7, lambda i, x: jnp.tanh(x @ w), x))
+    traffic = hbm_traffic(step.lower(jnp.ones((64, 256), jnp.float32)).compile().as_text())
+    assert traffic["matmul_flops"] == 7 * 2 * 64 * 256 * 256
+
+
+def test_matmul_flops_of_a_padded_convolution_and_a_pallas_kernel():
+    # [1, 8, 4] input (b0f), window 3 padded 1 each side -> [1, 8, 5]: over the 8 outputs 22 of the 24 taps land on
+    # input; the kernel brings its own estimate.
+    program = textwrap.dedent("""\
+        ENTRY %main (x: f32[1,8,4], k: f32[3,4,5]) -> f32[1,8,5] {
+          %x = f32[1,8,4]{2,1,0} parameter(0)
+          %k = f32[3,4,5]{2,1,0} parameter(1)
+          %conv = f32[1,8,5]{2,1,0} convolution(%x, %k), window={size=3 pad=1_1}, dim_labels=b0f_0io->b0f
+          ROOT %kernel = f32[1,8,5]{2,1,0} custom-call(%conv), custom_call_target="tpu_custom_call", backend_config={"custom_call_config": {"cost_estimate":{"flops":"1000","transcendentals":"0"}}}
+        }
+        """)
+    assert hbm_traffic(program)["matmul_flops"] == 2 * (8 * 5) * 4 * 22 // 8 + 1000
+
+
 @pytest.mark.parametrize("shape, size", [("bf16[8,128]{1,0:T(8,128)(2,1)}", 2048),
                                          ("bf16[8,128]{1,0:T(8,128)(2,1)S(1)}", 0),
                                          ("(f32[4]{0}, s32[2]{0:S(1)}, u32[]{:S(2)})", 16)])

@@ -187,8 +187,10 @@ def compile_report(spec: StepSpec, chip: ChipSpec, chips: int) -> dict:
     report["while_loops"] = hlo.count_op(text, "while")
     # Our estimate beside XLA's: loops weighted by their trip counts, on-core arrays free (tpu/hbm_traffic.py).
     report["hbm_traffic"] = hbm_traffic(text)
-    report["roofline_hbm_traffic"] = roofline.roofline(spec.model_flops, flops, report["hbm_traffic"]["bytes"], chips,
-                                                       chip.peak_bf16_flops, chip.hbm_bandwidth)
+    # Its compute side takes our loop-weighted matmul FLOPs where XLA's loop-blind count is lower.
+    report["roofline_hbm_traffic"] = roofline.roofline(
+        spec.model_flops, max(flops, report["hbm_traffic"]["matmul_flops"]), report["hbm_traffic"]["bytes"], chips,
+        chip.peak_bf16_flops, chip.hbm_bandwidth)
     return report
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import re
 
 from deberta_jax.tpu import hlo
@@ -29,6 +30,11 @@ _TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 _CONSTANT = re.compile(r"constant\((-?\d+)\)")
 _PARAMETER = re.compile(r"parameter\((\d+)\)")
 _ARRAY = re.compile(r"\b([a-z]+[0-9]*(?:e[0-9]m[0-9][a-z]*)?)\[([0-9,]*)\](\{(?:[^{}()]|\([^()]*\))*\})?")
+_CONTRACTING = re.compile(r"\blhs_contracting_dims=\{([0-9,]*)\}")
+_CONV_LABELS = re.compile(r"\bdim_labels=([0-9a-z]+)_[0-9a-z]+->([0-9a-z]+)")
+_WINDOW = re.compile(r"\bwindow=\{size=([0-9x]+)(?: pad=([0-9_x-]+))?")
+_GROUPS = re.compile(r"\bfeature_group_count=(\d+)")
+_KERNEL_FLOPS = re.compile(r'"cost_estimate":\{"flops":"(\d+)"')  # a Pallas (Mosaic) kernel's own estimate
 _ON_CORE = re.compile(r"S\([1-9]")  # a memory-space tag other than 0 (HBM): on-core memory or semaphores
 # Ops that move no data of their own: tuples, views, control flow (its bodies are walked), the "-done" halves.
 _NO_TRAFFIC = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "while", "call", "conditional",
@@ -170,6 +176,46 @@ def _operand_hbm(operand: str, shapes: dict[str, str]) -> int:
     return hbm_bytes(shapes[name])
 
 
+def _dims(shape: str) -> list[int]:
+    return [int(d) for d in hlo._ARRAY.search(shape).group(2).split(",") if d]
+
+
+def _matmul_flops(line: _Line, computations: dict[str, list[_Line]], shapes: dict[str, str]) -> int:
+    """FLOPs of the matrix products in one instruction: a dot's 2 x result elements x contracted size; a
+    convolution's (how TPU programs express most dots) 2 x result elements x input features per group x the
+    window's taps that fall on input (not padding); a fusion's through its fused computation; a Pallas kernel's
+    from its cost estimate; 0 otherwise."""
+    op = line.ins.op
+    if op in ("dot", "convolution"):
+        lhs = line.ins.operands[0]
+        typed = lhs.rsplit("%", 1)[0]
+        lhs_dims = _dims(typed if hlo._ARRAY.search(typed) else shapes[_name(lhs)])
+        out_dims = _dims(line.ins.shape)
+        results = 2 * math.prod(out_dims)
+        if op == "dot":
+            contracting = _CONTRACTING.search(line.text)
+            indices = [int(i) for i in (contracting.group(1) if contracting else "").split(",") if i]
+            return results * math.prod(lhs_dims[i] for i in indices)
+        labels, window, groups = _CONV_LABELS.search(line.text), _WINDOW.search(line.text), _GROUPS.search(line.text)
+        lhs_labels, out_labels = labels.group(1), labels.group(2)
+        per_output = lhs_dims[lhs_labels.index("f")] / (int(groups.group(1)) if groups else 1)
+        sizes = window.group(1).split("x") if window else []
+        pads = window.group(2).split("x") if window and window.group(2) else ["0_0"] * len(sizes)
+        for d, (size, pad) in enumerate(zip(sizes, pads)):  # unit strides and dilations, as dots lower to
+            low = int(pad.split("_")[0])
+            extent, outputs = lhs_dims[lhs_labels.index(str(d))], out_dims[out_labels.index(str(d))]
+            taps = sum(1 for o in range(outputs) for k in range(int(size)) if 0 <= o + k - low < extent)
+            per_output *= taps / outputs
+        return int(results * per_output)
+    if op == "custom-call":
+        kernel = _KERNEL_FLOPS.search(line.text)
+        return int(kernel.group(1)) if kernel else 0
+    if op == "fusion":
+        fused = computations.get(dict(_CALLED.findall(line.text)).get("calls"), [])
+        return sum(_matmul_flops(item, computations, shapes) for item in fused)
+    return 0
+
+
 def source(text: str, depth: int = 6) -> str:
     """Where an instruction comes from: "forward" or "backward", then its op_name's scopes with the JAX
     transformation wrappers dropped and layer numbers folded ("layer_*"), cut to `depth` scopes."""
@@ -185,7 +231,8 @@ def source(text: str, depth: int = 6) -> str:
 
 
 def hbm_traffic(hlo_text: str, depth: int = 6, largest: int = 12) -> dict:
-    """{"bytes": HBM bytes per step (loops x trip counts), "by_source": the `largest` sources [{"source",
+    """{"bytes": HBM bytes per step (loops x trip counts), "matmul_flops": the FLOPs of its matrix products and
+    Pallas kernels, loops x trip counts as well (XLA's FLOP count has the same loop undercount), "by_source": the `largest` sources [{"source",
     "bytes"}], "by_op": {opcode or "fusion:kind": bytes}, "loops": {"count", "unknown_trip_counts"}} of one
     device's program `hlo_text`. A loop whose trip count cannot be read counts once (as XLA's analysis does)."""
     computations, entry = _computations(hlo_text)
@@ -193,6 +240,7 @@ def hbm_traffic(hlo_text: str, depth: int = 6, largest: int = 12) -> dict:
     shapes = {name: line.ins.shape for name, line in defined.items()}
     by_source, by_op = collections.Counter(), collections.Counter()
     loops = {"count": 0, "unknown_trip_counts": 0}
+    flops = 0
     pending = [(entry, 1)]
     while pending:
         name, times = pending.pop()
@@ -209,6 +257,7 @@ def hbm_traffic(hlo_text: str, depth: int = 6, largest: int = 12) -> dict:
                 targets = ([_name(b) for b in branches.group(1).split(",")] if branches else [])
                 pending.extend((target, times) for target in targets + [called.get("calls")] if target)
                 continue
+            flops += _matmul_flops(line, computations, shapes) * times
             if op in _NO_TRAFFIC or op.endswith("-done"):
                 continue
             if op in _MOVES:  # slice-start: ((source), slice, context); copy-start: (destination, source, context)
@@ -228,6 +277,6 @@ def hbm_traffic(hlo_text: str, depth: int = 6, largest: int = 12) -> dict:
             label = f"{line.ins.op} (memory-space assignment)" if line.ins.op in _MOVES else source(line.text, depth)
             by_source[label] += moved * times
             by_op[op] += moved * times
-    return {"bytes": int(sum(by_op.values())),
+    return {"bytes": int(sum(by_op.values())), "matmul_flops": int(flops),
             "by_source": [{"source": s, "bytes": int(b)} for s, b in by_source.most_common(largest)],
             "by_op": {op: int(b) for op, b in by_op.most_common()}, "loops": loops}

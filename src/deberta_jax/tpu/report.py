@@ -79,8 +79,9 @@ def summary_lines(report: dict) -> list[str]:
     if "hbm_traffic" in report:
         traffic, other = report["hbm_traffic"], report["roofline_hbm_traffic"]
         unknown = traffic["loops"]["unknown_trip_counts"]
-        lines.append(f"  HBM traffic      {traffic['bytes']:.3e} bytes (our estimate from the HLO: loops x trip counts"
-                     f"{f', {unknown} unknown counted once' if unknown else ''}; on-core arrays free): roofline "
+        matmul = f", {traffic['matmul_flops']:.3e} matmul FLOP" if "matmul_flops" in traffic else ""
+        lines.append(f"  HBM traffic      {traffic['bytes']:.3e} bytes{matmul} (our estimate from the HLO: loops x trip "
+                     f"counts{f', {unknown} unknown counted once' if unknown else ''}; on-core arrays free): roofline "
                      f"{other['step_seconds'] * 1e3:.1f} ms, MFU {100 * other['mfu']:.1f} %")
         for entry in traffic["by_source"][:6]:
             lines.append(f"    {entry['bytes']:.2e}  {entry['source']}")
