@@ -41,6 +41,8 @@ _NO_TRAFFIC = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast",
                "after-all", "partition-id", "replica-id", "opt-barrier", "add-dependency", "domain"}
 _READS_RESULT = ("slice", "dynamic-slice", "gather")
 _MOVES = ("copy-start", "slice-start")  # asynchronous HBM <-> on-core moves: the data moved counts once
+# scopes JAX itself adds around a loop's body (jax 0.12 adds eval_jaxpr); they say nothing about the model
+_JAX_SCOPES = ("while", "body", "cond", "closed_call", "eval_jaxpr")
 _WRAPPERS = re.compile(r"^(?:jit|jvp|transpose|checkpoint|remat|vmap|pjit|shard_map|closed_call)\(|\)$")
 
 
@@ -226,7 +228,7 @@ def source(text: str, depth: int = 6) -> str:
     parts = found.group(1).split("/")
     parts = parts[1:] if parts[0].startswith("jit(") else parts  # the jitted step's own name says nothing
     scopes = [_WRAPPERS.sub("", _WRAPPERS.sub("", part)) for part in parts]
-    scopes = [re.sub(r"layer_\d+", "layer_*", s) for s in scopes if s and s not in ("while", "body", "closed_call")]
+    scopes = [re.sub(r"layer_\d+", "layer_*", s) for s in scopes if s and s not in _JAX_SCOPES]
     return " ".join([direction, "/".join(scopes[:depth])])
 
 
@@ -255,7 +257,9 @@ def hbm_traffic(hlo_text: str, depth: int = 6, largest: int = 12) -> dict:
             if op in ("call", "conditional") or (op.startswith("async") and op.endswith("-start")):
                 branches = _BRANCHES.search(line.text)
                 targets = ([_name(b) for b in branches.group(1).split(",")] if branches else [])
-                pending.extend((target, times) for target in targets + [called.get("calls")] if target)
+                # a call names its callee with to_apply= (XLA:CPU wraps loops in one since jax 0.12)
+                callees = targets + [called.get("calls"), called.get("to_apply") if op == "call" else None]
+                pending.extend((target, times) for target in callees if target)
                 continue
             flops += _matmul_flops(line, computations, shapes) * times
             if op in _NO_TRAFFIC or op.endswith("-done"):
