@@ -69,6 +69,8 @@ def main():
     parser.add_argument("--pretrain-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--finetune-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--finetune-set", action="append", default=[], help="tiny-cpu override for every fine-tune")
+    parser.add_argument("--pretrain-set", action="append", default=[],
+                        help="tiny_cpu override for every pretraining run (not the from-scratch twins)")
     parser.add_argument("--corpus", choices=CORPORA, default=CORPORA[0])
     parser.add_argument("--workdir", default="/tmp/deberta-jax-budget")
     args, out = parse_or_redraw(parser, plot, os.path.join(HERE, "results"), "budget_scaling")
@@ -79,12 +81,16 @@ def main():
     # Fine-tunes with other overrides get their own folders, so recipes can be compared on the same exports.
     tag = re.sub(r"[^A-Za-z0-9_.=-]+", "_", "_".join(args.finetune_set)) or "recipe"
     overrides = tuple(args.finetune_set)
+    # Pretraining runs with other overrides get their own folders too.
+    pretrain_tag = re.sub(r"[^A-Za-z0-9_.=-]+", "_", "_".join(args.pretrain_set))
     results = {"recipe": "tiny_cpu", "corpus": args.corpus, "finetune_overrides": args.finetune_set,
+               "pretrain_overrides": args.pretrain_set,
                "machine": platform.machine(), "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "command": "python experiments/pretrain/budget_scaling.py " + " ".join(
                    ["--steps", *map(str, args.steps), "--pretrain-seeds", *map(str, args.pretrain_seeds),
-                    "--finetune-seeds", *map(str, args.finetune_seeds), *[f"--finetune-set {o}" for o in
-                                                                           args.finetune_set], "--name", args.name]),
+                    "--finetune-seeds", *map(str, args.finetune_seeds),
+                    *[f"--finetune-set {o}" for o in args.finetune_set],
+                    *[f"--pretrain-set {o}" for o in args.pretrain_set], "--name", args.name]),
                "baselines": {"majority_class": majority_accuracy(), "tfidf_logreg": tfidf_accuracy()},
                "pretrained": []}
 
@@ -102,9 +108,10 @@ def main():
                                                           "export", "discriminator"))
     for steps in args.steps:
         for pretrain_seed in args.pretrain_seeds:
-            cfg = load_pretrain_config("tiny_cpu", common + MLM_OVERRIDES + [
+            cfg = load_pretrain_config("tiny_cpu", common + MLM_OVERRIDES + args.pretrain_set + [
                 f"steps={steps}", f"seed={pretrain_seed}", "loop.log_every=20", f"loop.checkpoint_every={steps}"])
-            workdir = os.path.join(args.workdir, f"mlm_{steps}_seed{pretrain_seed}")
+            workdir = os.path.join(args.workdir, "_".join(filter(None, [f"mlm_{steps}", pretrain_tag,
+                                                                         f"seed{pretrain_seed}"])))
             summary = pretrain_or_read(cfg, workdir)
             export = os.path.join(workdir, "export", MLM_EXPORT)
             runs = [finetuned(export, workdir, seed) for seed in args.finetune_seeds]
