@@ -10,7 +10,7 @@ on the same batches:
 - RTD + GDES: a `DebertaV2ForMaskedLM` generator; a `DebertaV2Model` discriminator reading the word table
   E_gen.detach() + E_delta (E_delta a zero-initialised parameter); microsoft's RTD head LayerNorm(h_cls + h) -> dense
   -> act -> 1 logit; loss = MLM + 50 * BCE over non-pad tokens. The generator's replacements are drawn from the torch
-  generator's own logits with the Gumbel noise behind our step's two-level draw (`sample_replacements`).
+  generator's own logits with the Gumbel noise behind our step's `jax.random.categorical`.
 
 Both sides: AdamW with decay on matrices only, linear warmup then linear decay, clipping at 1.0 (for RTD the generator
 and the discriminator each by its own norm, pretrain()'s default decoupled clipping), no dropout.
@@ -38,7 +38,6 @@ from deberta_jax.config import DebertaConfig
 from deberta_jax.conversion.hf_checkpoint import hf_key, params_to_state_dict, swap_layout
 from deberta_jax.model.vocab_padding import resize_axis, resize_vocab, vocab_axes
 from deberta_jax.pretraining.config import PretrainConfig
-from deberta_jax.pretraining.losses import SAMPLING_BLOCK, replacement_noise
 from deberta_jax.pretraining.train import PretrainBatches, build_objective, pretrain_optimizer
 from deberta_jax.sharding.mesh import make_mesh
 from deberta_jax.training.optimizer import OptimizerConfig
@@ -268,21 +267,12 @@ class TorchRTD(torch.nn.Module):
         return self.generator.deberta.embeddings.word_embeddings.weight.detach() + self.embedding_delta
 
 
-def _sample_as_our_step_does(gen_logits, step_rng, temperature):
-    """The generator's replacements, drawn in torch from its own logits with the noise behind our step's draw.
-    make_train_step hands loss_fn fold_in(step_rng, 0) for its single micro-batch and rtd_loss_fn splits that into
-    (generator, sampling, discriminator) keys. The draw is two Gumbel-max levels: a block of SAMPLING_BLOCK ids by
-    its logsumexp, then an id within it."""
+def _sampling_noise(step_rng, shape):
+    """The Gumbel noise behind our step's replacements. make_train_step hands loss_fn fold_in(step_rng, 0) for its
+    single micro-batch, rtd_loss_fn splits that into (generator, sampling, discriminator) keys, and
+    jax.random.categorical(key, logits) is argmax(logits + gumbel(key, logits.shape, logits.dtype))."""
     _, sample_key, _ = jax.random.split(jax.random.fold_in(step_rng, 0), 3)
-    prefix, vocab = tuple(gen_logits.shape[:-1]), gen_logits.shape[-1]
-    block_noise, id_noise = (torch.from_numpy(np.array(n)) for n in
-                             replacement_noise(sample_key, prefix, vocab, SAMPLING_BLOCK, DTYPE))
-    blocks = block_noise.shape[-1]
-    z = torch.nn.functional.pad(gen_logits.detach() / temperature, (0, blocks * SAMPLING_BLOCK - vocab),
-                                value=-float("inf")).reshape(*prefix, blocks, SAMPLING_BLOCK)
-    chosen = (torch.logsumexp(z, -1) + block_noise).argmax(-1)
-    within = z.gather(-2, chosen[..., None, None].expand(*prefix, 1, SAMPLING_BLOCK))[..., 0, :]
-    return chosen * SAMPLING_BLOCK + (within + id_noise).argmax(-1)
+    return torch.from_numpy(np.array(jax.random.gumbel(sample_key, shape, DTYPE)))
 
 
 def test_mlm_with_emd_training_matches_torch():
@@ -315,7 +305,8 @@ def test_rtd_with_gdes_training_matches_torch():
         positions, weights = batch["masked_positions"].long(), batch["masked_weights"]
         gen_logits = _gather(module.generator(ids, attention_mask=mask).logits, positions)
         mlm = _masked_lm_loss(gen_logits, batch["masked_labels"], weights)
-        samples = _sample_as_our_step_does(gen_logits, step_rng, cfg.rtd.temperature)
+        noise = _sampling_noise(step_rng, tuple(gen_logits.shape))
+        samples = (gen_logits.detach() / cfg.rtd.temperature + noise).argmax(-1)
         rows = torch.arange(ids.shape[0])[:, None]
         disc_ids = original.clone()
         disc_ids[rows, positions] = torch.where(weights > 0, samples, original[rows, positions])

@@ -31,40 +31,20 @@ def masked_lm_loss(logits, labels, weights):
     return (nll * weights).sum() / total, (correct * weights).sum() / total
 
 
-SAMPLING_BLOCK = 128  # ids per block of the two-level sampler (the padded v3 vocabulary is 1001 of them)
+def sample_replacements(rng, logits, temperature: float = 1.0, vocab_size: int | None = None):
+    """Samples from the generator's full softmax; no gradient flows through sampling. [B, M, padded_vocab] ->
+    [B, M].
 
-
-def replacement_noise(rng, prefix: tuple, vocab: int, block: int = SAMPLING_BLOCK, dtype=jnp.float32):
-    """The Gumbel noise of one `sample_replacements` call: ([*prefix, ceil(vocab / block)] for the blocks,
-    [*prefix, block] for the ids within the drawn block)."""
-    block_rng, id_rng = jax.random.split(rng)
-    return (jax.random.gumbel(block_rng, (*prefix, -(-vocab // block)), dtype),
-            jax.random.gumbel(id_rng, (*prefix, block), dtype))
-
-
-def sample_replacements(rng, logits, temperature: float = 1.0, vocab_size: int | None = None,
-                        block: int = SAMPLING_BLOCK):
-    """Samples from the generator's full softmax at `temperature`; no gradient flows through sampling.
-    [B, M, padded_vocab] -> [B, M].
-
-    Two levels, each a Gumbel-max draw: a block of `block` ids with probability its softmax mass (logsumexp of its
-    logits), then an id within that block in proportion to exp(logit). The product is exactly the softmax over the
-    ids, and the noise is [B, M, blocks + block] where one draw over the vocabulary needs [B, M, vocab]: on a v3
-    vocabulary 1129 numbers per slot instead of 128128 (jax.random.categorical wrote that fp32 tensor each step).
-    Ids from `vocab_size` (default: all of the last axis) on are padding and never drawn.
+    Ids from `vocab_size` (default: all of the last axis) on are padding and never drawn. The Gumbel noise is
+    drawn over the `vocab_size` real ids only, so the samples are `jax.random.categorical`'s on the unpadded
+    logits, whatever the padding.
     """
-    logits = jax.lax.stop_gradient(_at_least_f32(logits)) / temperature
+    logits = jax.lax.stop_gradient(_at_least_f32(logits))
     vocab_size = logits.shape[-1] if vocab_size is None else vocab_size
-    prefix, blocks = logits.shape[:-1], -(-vocab_size // block)
-    width = blocks * block
-    if logits.shape[-1] < width:
-        logits = jnp.pad(logits, [(0, 0)] * len(prefix) + [(0, width - logits.shape[-1])])
-    # a mask, not a slice: on a padded vocabulary (v3: 128128 = 1001 x 128) it fuses into the block reduction
-    logits = jnp.where(jnp.arange(width) < vocab_size, logits[..., :width], -jnp.inf).reshape(*prefix, blocks, block)
-    block_noise, id_noise = replacement_noise(rng, prefix, vocab_size, block, logits.dtype)
-    chosen = jnp.argmax(jax.nn.logsumexp(logits, axis=-1) + block_noise, axis=-1)
-    within = jnp.take_along_axis(logits, chosen[..., None, None], axis=-2)[..., 0, :]
-    return chosen * block + jnp.argmax(within + id_noise, axis=-1)
+    noise = jax.random.gumbel(rng, logits.shape[:-1] + (vocab_size,), logits.dtype)
+    padding = [(0, 0)] * (logits.ndim - 1) + [(0, logits.shape[-1] - vocab_size)]
+    noise = jnp.pad(noise, padding, constant_values=-jnp.inf)
+    return jnp.argmax(logits / temperature + noise, axis=-1)
 
 
 def replace_tokens(original_ids, masked_positions, samples, masked_weights):
