@@ -104,7 +104,7 @@ def test_cli_pretrain_and_recipes(corpus, tokenizer_dir, tmp_path, capsys):
     assert json.loads(printed[printed.index("{"):])["steps"] == 2
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [1, 2]
-    for name in ("tiny_cpu", "v3_xsmall", "v3_small", "v3_base", "v3_large", "v1_base_mlm_emd"):
+    for name in ("tiny_cpu", "v3_xsmall", "v3_small", "v3_base", "v3_large", "v1_base_mlm_emd", "v2_xxlarge_mlm_emd"):
         load_pretrain_config(name)
     with pytest.raises(ValueError, match="sharing"):
         load_pretrain_config("tiny_cpu", ["rtd.sharing=shared"])
