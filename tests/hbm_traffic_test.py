@@ -81,6 +81,16 @@ def test_a_loop_that_steps_its_counter_by_2_runs_half_as_many_trips():
     assert traffic["bytes"] == 3 * (2 * 1024 * 4 + 4 * 4) + 3 * 8 * 1024 * 4 + 256 * 2
 
 
+def test_a_counter_copied_to_another_memory_space_before_its_add_still_gives_the_trip_count():
+    # TPU programs of scanned layers copy the counter (to S(6)) and add to the copy
+    traffic = hbm_traffic(TPU_STYLE.replace("%next = s32[]{:T(128)} add(%i, %one)",
+                                            "%moved = s32[]{:T(128)S(6)} copy(%i)\n"
+                                            "      %next = s32[]{:T(128)} add(%moved, %one)"))
+    assert traffic["loops"] == {"count": 1, "unknown_trip_counts": 0}
+    by_source = {entry["source"]: entry["bytes"] for entry in traffic["by_source"]}
+    assert by_source["backward model/encoder/layer_*/add"] == 5 * (2 * 1024 * 4 + 4)
+
+
 def test_a_loop_without_a_readable_trip_count_counts_once_and_is_reported():
     traffic = hbm_traffic(TPU_STYLE.replace("constant(5)", "parameter(1)"))
     assert traffic["loops"] == {"count": 1, "unknown_trip_counts": 1}

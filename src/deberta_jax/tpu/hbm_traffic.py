@@ -94,7 +94,7 @@ def _trip_count(loop: _Line, condition: list[_Line], body: list[_Line], defined:
     for line in condition:
         if line.ins.op != "compare" or "direction=LT" not in line.text or len(line.ins.operands) != 2:
             continue
-        counter, bound = (defined.get(_name(o)) for o in line.ins.operands)
+        counter, bound = (_through_copies(defined.get(_name(o)), defined) for o in line.ins.operands)
         index = _tuple_index(counter)
         if bound is None or bound.ins.op != "constant" or index is None:
             continue
@@ -104,6 +104,14 @@ def _trip_count(loop: _Line, condition: list[_Line], body: list[_Line], defined:
         start = _constant(_tuple_operand(defined.get(_name(loop.ins.operands[0])), index), defined)
         return max(0, -(-(_constant(bound, defined) - (start or 0)) // step))
     return None
+
+
+def _through_copies(line: _Line | None, defined: dict[str, _Line]) -> _Line | None:
+    """The instruction a chain of copies and bitcasts starts from (TPU programs copy a loop's counter to another
+    memory space before adding to it)."""
+    while line is not None and line.ins.op in ("copy", "bitcast") and len(line.ins.operands) == 1:
+        line = defined.get(_name(line.ins.operands[0]))
+    return line
 
 
 def _tuple_index(line: _Line | None) -> int | None:
@@ -134,7 +142,7 @@ def _step(body: list[_Line], index: int, defined: dict[str, _Line]) -> int | Non
     update = defined.get(_name(_tuple_operand(root, index) or ""))
     if update is None or update.ins.op != "add" or len(update.ins.operands) != 2:
         return None
-    first, second = (defined.get(_name(o)) for o in update.ins.operands)
+    first, second = (_through_copies(defined.get(_name(o)), defined) for o in update.ins.operands)
     for counter, increment in ((first, second), (second, first)):
         if _tuple_index(counter) == index and _constant(increment, defined) is not None:
             return _constant(increment, defined)
