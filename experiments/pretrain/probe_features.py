@@ -3,10 +3,13 @@ regression on the [CLS] and on the mean-pooled last hidden states of the train s
 cosine similarity between dev sentences' features (near 1: every sentence points the same way).
 
     python experiments/pretrain/probe_features.py W/rtd/export/discriminator W/scratch/export/discriminator
+    python experiments/pretrain/probe_features.py DIR ... --labels 250 1000   # also on random label subsets
 
-Prints one JSON line per model directory.
+Prints one JSON line per model directory. With --labels, the mean-pooled probe (C = 0.1) is also fitted on three
+seeded random subsets of each size of the train split (scored on the whole dev split).
 """
 
+import argparse
 import json
 import os
 import sys
@@ -40,7 +43,7 @@ def features(model_dir: str, texts: list[str], length: int = 64, batch: int = 25
     return np.concatenate(cls), np.concatenate(mean)
 
 
-def probe(model_dir: str) -> dict:
+def probe(model_dir: str, label_counts: tuple = (), subsets: int = 3) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     train, dev = task_split("train"), task_split("validation")
@@ -49,13 +52,27 @@ def probe(model_dir: str) -> dict:
     for kind, x_train, x_dev in zip(("cls", "mean"), features(model_dir, [e.text_a for e in train]),
                                     features(model_dir, [e.text_a for e in dev])):
         mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
-        classifier = LogisticRegression(C=1.0, max_iter=3000).fit((x_train - mu) / sd, y_train)
+        x_train, x_dev_scaled = (x_train - mu) / sd, (x_dev - mu) / sd
+        classifier = LogisticRegression(C=1.0, max_iter=3000).fit(x_train, y_train)
         unit = x_dev / np.linalg.norm(x_dev, axis=1, keepdims=True)
-        out[kind] = {"probe_dev_accuracy": float((classifier.predict((x_dev - mu) / sd) == y_dev).mean()),
+        out[kind] = {"probe_dev_accuracy": float((classifier.predict(x_dev_scaled) == y_dev).mean()),
                      "mean_cosine": float((unit @ unit.T).mean())}
+        if kind == "mean" and label_counts:
+            out[kind]["few_labels"] = {}
+            for count in label_counts:
+                accuracies = []
+                for seed in range(subsets):
+                    rows = np.random.default_rng(seed).permutation(len(y_train))[:count]
+                    few = LogisticRegression(C=0.1, max_iter=3000).fit(x_train[rows], y_train[rows])
+                    accuracies.append(float((few.predict(x_dev_scaled) == y_dev).mean()))
+                out[kind]["few_labels"][str(count)] = accuracies
     return out
 
 
 if __name__ == "__main__":
-    for directory in sys.argv[1:]:
-        print(json.dumps(probe(directory)), flush=True)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", help="HF export directories")
+    parser.add_argument("--labels", type=int, nargs="*", default=[], help="train-label subset sizes to probe too")
+    args = parser.parse_args()
+    for directory in args.models:
+        print(json.dumps(probe(directory, tuple(args.labels))), flush=True)
