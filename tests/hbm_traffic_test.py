@@ -110,6 +110,36 @@ def test_a_loop_xla_compiled_here_is_charged_per_trip_where_xlas_analysis_charge
     assert xla < 3 * per_trip  # the body once
 
 
+def test_a_fusion_that_slices_an_operand_inside_a_nested_fusion_is_charged_for_the_slice():
+    # a scanned layer reads its slice of the [layers, ...] stack of saved activations through a nested fusion
+    program = textwrap.dedent("""\
+        %inner (p0: f32[48,1024], p1: s32[]) -> f32[1024] {
+          %p0 = f32[48,1024]{1,0} parameter(0)
+          %p1 = s32[] parameter(1)
+          %z = s32[] constant(0)
+          %ds = f32[1,1024]{1,0} dynamic-slice(%p0, %p1, %z), dynamic_slice_sizes={1,1024}
+          ROOT %row = f32[1024]{0} bitcast(%ds)
+        }
+
+        %outer (q0: f32[48,1024], q1: s32[], q2: f32[1024]) -> f32[1024] {
+          %q0 = f32[48,1024]{1,0} parameter(0)
+          %q1 = s32[] parameter(1)
+          %q2 = f32[1024]{0} parameter(2)
+          %layer = f32[1024]{0} fusion(%q0, %q1), kind=kLoop, calls=%inner
+          ROOT %sum = f32[1024]{0} add(%layer, %q2)
+        }
+
+        ENTRY %main (stack: f32[48,1024], i: s32[], b: f32[1024]) -> f32[1024] {
+          %stack = f32[48,1024]{1,0} parameter(0)
+          %i = s32[] parameter(1)
+          %b = f32[1024]{0} parameter(2)
+          ROOT %f = f32[1024]{0} fusion(%stack, %i, %b), kind=kLoop, calls=%outer
+        }
+        """)
+    row = 1024 * 4
+    assert hbm_traffic(program)["bytes"] == row + 4 + row + row  # the slice, the index, b, the result
+
+
 def test_slices_gathers_and_in_place_updates_are_charged_for_what_they_touch():
     program = textwrap.dedent("""\
         ENTRY %main (t: f32[64,1024], i: s32[], u: f32[1,1024]) -> f32[64,1024] {

@@ -149,31 +149,61 @@ def _step(body: list[_Line], index: int, defined: dict[str, _Line]) -> int | Non
     return None
 
 
-def _fusion_bytes(line: _Line, fused: list[_Line] | None, shapes: dict[str, str]) -> int:
+def _fusion_bytes(line: _Line, computations: dict[str, list[_Line]], shapes: dict[str, str]) -> int:
     """HBM bytes of a fusion: its HBM operands, each only as much as the fused code reads of it when every use is a
-    slice, plus its HBM results (only the update when the result is an in-place dynamic-update-slice)."""
+    slice (also inside a nested fusion, as a scanned layer's slice of a stacked array is), plus its HBM results
+    (only the update when the result is an in-place dynamic-update-slice)."""
     operands = [_operand_hbm(operand, shapes) for operand in line.ins.operands]
     result = hbm_bytes(line.ins.shape)
+    fused = computations.get(dict(_CALLED.findall(line.text)).get("calls"))
     if fused is None:
         return sum(operands) + result
     local = {item.ins.name: item.ins.shape for item in fused}
-    users = collections.defaultdict(list)
-    for item in fused:
-        for operand in item.ins.operands:
-            users[_name(operand)].append(item.ins)
-    for item in fused:
-        if item.ins.op != "parameter":
+    for index, item in _parameters(fused):
+        if operands[index] == 0:
             continue
-        index = int(_PARAMETER.search(item.text).group(1))
-        uses = users.get(item.ins.name, [])
-        if not uses or operands[index] == 0 or any(_name(u.operands[0]) != item.ins.name for u in uses):
+        sliced = _sliced_bytes(item.ins.name, fused, computations)
+        if sliced is not None:
+            operands[index] = sliced
             continue
-        if all(u.op in ("slice", "dynamic-slice") for u in uses):
-            operands[index] = sum(hlo.shape_bytes(hlo._LAYOUT.sub("", u.shape)) for u in uses)
-        elif all(u.op == "dynamic-update-slice" for u in uses):
+        uses = [use.ins for use in _uses(item.ins.name, fused)]
+        if uses and all(u.op == "dynamic-update-slice" and _name(u.operands[0]) == item.ins.name for u in uses):
             update = sum(hlo.shape_bytes(hlo._LAYOUT.sub("", local[_name(u.operands[1])])) for u in uses)
             operands[index], result = update, min(result, update)
     return sum(operands) + result
+
+
+def _parameters(fused: list[_Line]):
+    """(index, instruction) of each parameter of a fused computation."""
+    return [(int(_PARAMETER.search(item.text).group(1)), item) for item in fused if item.ins.op == "parameter"]
+
+
+def _uses(name: str, fused: list[_Line]) -> list[_Line]:
+    return [item for item in fused if any(_name(operand) == name for operand in item.ins.operands)]
+
+
+def _sliced_bytes(name: str, fused: list[_Line], computations: dict[str, list[_Line]]) -> int | None:
+    """Bytes the fused code reads of the array `name` when it only slices it, directly or through nested fusions;
+    None when some use reads it whole (or there is no use)."""
+    uses, total = _uses(name, fused), 0
+    if not uses:
+        return None
+    for line in uses:
+        use = line.ins
+        if use.op in ("slice", "dynamic-slice") and _name(use.operands[0]) == name:
+            total += hlo.shape_bytes(hlo._LAYOUT.sub("", use.shape))
+            continue
+        nested = computations.get(dict(_CALLED.findall(line.text)).get("calls")) if use.op == "fusion" else None
+        if nested is None:
+            return None
+        for index, parameter in _parameters(nested):
+            if _name(use.operands[index]) != name:
+                continue
+            read = _sliced_bytes(parameter.ins.name, nested, computations)
+            if read is None:
+                return None
+            total += read
+    return total
 
 
 def _operand_hbm(operand: str, shapes: dict[str, str]) -> int:
@@ -277,7 +307,7 @@ def hbm_traffic(hlo_text: str, depth: int = 6, largest: int = 12) -> dict:
                 dtype, dims, _ = arrays[-2] if op == "slice-start" else arrays[0]
                 moved = hlo.shape_bytes(f"{dtype}[{dims}]")
             elif op == "fusion":
-                moved = _fusion_bytes(line, computations.get(called.get("calls")), shapes)
+                moved = _fusion_bytes(line, computations, shapes)
                 kind = re.search(r"\bkind=(\w+)", line.text)
                 op = f"fusion:{kind.group(1) if kind else '?'}"
             elif op in _READS_RESULT:  # reads what it returns (plus indices), not its whole first operand
