@@ -120,6 +120,25 @@ def test_shape_bytes(shape, size):
     assert hlo.shape_bytes(shape) == size
 
 
+@pytest.mark.parametrize("loops, ratio, flagged", [(2, 0.15, True), (0, 0.15, False), (2, 1.2, False)])
+def test_the_summary_says_when_loops_make_xlas_mfu_meaningless(loops, ratio, flagged):
+    """Scanned layers: XLA counts the loop body once, so compiled/model FLOPs < 1 and its "MFU" can pass 100 %."""
+    from deberta_jax.tpu.report import summary_lines
+
+    report = {"step": {"kind": "pretrain", "objective": "mlm", "preset": "p", "attention_impl": "pallas",
+                       "dtype": "bfloat16", "batch_size": 8, "seq_len": 512, "mesh": {"fsdp": 4}},
+              "chip": {"name": "v5e", "peak_bf16_flops": 1.97e14}, "topology": {"name": "v5e-4"}, "chips": 4,
+              "compile_seconds": 1.0, "replicated": {"extra_bytes_per_chip": 0, "params": []},
+              "memory_per_chip": {"total": 1, "hbm": 2, "hbm_fraction": 0.5, "fits": True, "arguments": 1,
+                                  "outputs": 1, "aliased": 1, "temp": 1},
+              "cost_per_chip": {"flops": 1.0, "bytes_accessed": 1.0}, "model_flops_per_step": 1.0,
+              "compiled_over_model_flops": ratio, "collectives": {"by_kind": {}}, "gathers": 0, "while_loops": loops,
+              "roofline": {"step_seconds": 1.0, "bound": "compute", "compute_seconds": 1.0, "memory_seconds": 0.5,
+                           "mfu": 3.08}}
+    line = next(x for x in summary_lines(report) if x.strip().startswith("roofline MFU"))
+    assert line.endswith("not an MFU") == flagged
+
+
 # ----------------------------------------------------------------------------------------------- model FLOPs, roofline
 def _v3_like(**changes) -> DebertaConfig:
     base = dict(vocab_size=512, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,

@@ -68,7 +68,9 @@ def summary_lines(report: dict) -> list[str]:
                  f"{bound['compute_seconds'] * 1e3:.1f} ms, HBM {bound['memory_seconds'] * 1e3:.1f} ms)")
     lines.append(f"  roofline MFU     {100 * bound['mfu']:.1f} % of {chip['peak_bf16_flops']:.3g} FLOP/s per chip "
                  f"(model {report['model_flops_per_step']:.3e} FLOP per step; compiled/model "
-                 f"{report['compiled_over_model_flops']:.2f})")
+                 f"{report['compiled_over_model_flops']:.2f})"
+                 + (": below 1, so XLA missed the work its loops repeat; not an MFU"
+                    if report["while_loops"] and report["compiled_over_model_flops"] < 1 else ""))
     kinds = report["collectives"]["by_kind"]
     used = [f"{kind} {v['count']} ({_gib(v['operand_bytes'])})" for kind, v in kinds.items() if v["count"]]
     lines.append(f"  collectives      {', '.join(used) or 'none'} (operand bytes per chip, each op counted once)")
