@@ -177,6 +177,19 @@ def test_matmul_flops_of_a_padded_convolution_and_a_pallas_kernel():
     assert hbm_traffic(program)["matmul_flops"] == 2 * (8 * 5) * 4 * 22 // 8 + 1000
 
 
+def test_matmul_flops_of_a_batched_product_written_as_a_dilated_strided_convolution():
+    # XLA's form of hbqd,hbkd->hbqk on TPU (from a v3-base chunked compile): the batch dims h=12, b=8 are spatial,
+    # lhs_dilate 12x8 with stride 11x7 leaves one real tap per output, so it is 2 x 12*8*128*128 outputs x d=64.
+    program = textwrap.dedent("""\
+        ENTRY %main (q: bf16[12,8,128,64], k: bf16[12,8,128,64]) -> f32[12,8,128,128] {
+          %q = bf16[12,8,128,64]{3,2,1,0} parameter(0)
+          %k = bf16[12,8,128,64]{3,2,1,0} parameter(1)
+          ROOT %s = f32[12,8,128,128]{3,2,1,0} convolution(%q, %k), window={size=12x8 stride=11x7 lhs_dilate=12x8}, dim_labels=01bf_01oi->01bf
+        }
+        """)
+    assert hbm_traffic(program)["matmul_flops"] == 2 * 12 * 8 * 128 * 128 * 64
+
+
 @pytest.mark.parametrize("shape, size", [("bf16[8,128]{1,0:T(8,128)(2,1)}", 2048),
                                          ("bf16[8,128]{1,0:T(8,128)(2,1)S(1)}", 0),
                                          ("(f32[4]{0}, s32[2]{0:S(1)}, u32[]{:S(2)})", 16)])

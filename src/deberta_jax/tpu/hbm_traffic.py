@@ -32,7 +32,7 @@ _PARAMETER = re.compile(r"parameter\((\d+)\)")
 _ARRAY = re.compile(r"\b([a-z]+[0-9]*(?:e[0-9]m[0-9][a-z]*)?)\[([0-9,]*)\](\{(?:[^{}()]|\([^()]*\))*\})?")
 _CONTRACTING = re.compile(r"\blhs_contracting_dims=\{([0-9,]*)\}")
 _CONV_LABELS = re.compile(r"\bdim_labels=([0-9a-z]+)_[0-9a-z]+->([0-9a-z]+)")
-_WINDOW = re.compile(r"\bwindow=\{size=([0-9x]+)(?: pad=([0-9_x-]+))?")
+_WINDOW = re.compile(r"\bwindow=\{([^}]*)\}")
 _GROUPS = re.compile(r"\bfeature_group_count=(\d+)")
 _KERNEL_FLOPS = re.compile(r'"cost_estimate":\{"flops":"(\d+)"')  # a Pallas (Mosaic) kernel's own estimate
 _ON_CORE = re.compile(r"S\([1-9]")  # a memory-space tag other than 0 (HBM): on-core memory or semaphores
@@ -220,6 +220,31 @@ def _dims(shape: str) -> list[int]:
     return [int(d) for d in hlo._ARRAY.search(shape).group(2).split(",") if d]
 
 
+def _window(text: str) -> dict:
+    """A convolution's window attributes, one entry per spatial dimension: size, stride, pad (low), lhs_dilate,
+    rhs_dilate (1, 1, 0, 1, 1 where absent)."""
+    found = _WINDOW.search(text)
+    fields = dict(item.split("=", 1) for item in found.group(1).split()) if found else {}
+    sizes = [int(v) for v in fields["size"].split("x")] if "size" in fields else []
+
+    def each(key, default):
+        return [int(v) for v in fields[key].split("x")] if key in fields else [default] * len(sizes)
+
+    pads = [int(p.split("_")[0]) for p in fields["pad"].split("x")] if "pad" in fields else [0] * len(sizes)
+    return {"size": sizes, "stride": each("stride", 1), "pad": pads, "lhs_dilate": each("lhs_dilate", 1),
+            "rhs_dilate": each("rhs_dilate", 1)}
+
+
+def _valid_taps(outputs: int, size: int, extent: int, stride: int, low: int, lhs_dilate: int,
+                rhs_dilate: int) -> int:
+    """Over all `outputs` positions of one spatial dimension, the window taps that land on an input element: not
+    on padding, nor on a hole of the dilated input (XLA writes batched attention products as convolutions whose
+    lhs_dilate and stride leave one real tap per output)."""
+    last = (extent - 1) * lhs_dilate  # the dilated input spans positions 0 .. last; inputs sit on multiples of it
+    return sum(1 for o in range(outputs) for k in range(size)
+               if 0 <= (p := o * stride + k * rhs_dilate - low) <= last and p % lhs_dilate == 0)
+
+
 def _matmul_flops(line: _Line, computations: dict[str, list[_Line]], shapes: dict[str, str]) -> int:
     """FLOPs of the matrix products in one instruction: a dot's 2 x result elements x contracted size; a
     convolution's (how TPU programs express most dots) 2 x result elements x input features per group x the
@@ -236,16 +261,14 @@ def _matmul_flops(line: _Line, computations: dict[str, list[_Line]], shapes: dic
             contracting = _CONTRACTING.search(line.text)
             indices = [int(i) for i in (contracting.group(1) if contracting else "").split(",") if i]
             return results * math.prod(lhs_dims[i] for i in indices)
-        labels, window, groups = _CONV_LABELS.search(line.text), _WINDOW.search(line.text), _GROUPS.search(line.text)
+        labels, groups = _CONV_LABELS.search(line.text), _GROUPS.search(line.text)
         lhs_labels, out_labels = labels.group(1), labels.group(2)
         per_output = lhs_dims[lhs_labels.index("f")] / (int(groups.group(1)) if groups else 1)
-        sizes = window.group(1).split("x") if window else []
-        pads = window.group(2).split("x") if window and window.group(2) else ["0_0"] * len(sizes)
-        for d, (size, pad) in enumerate(zip(sizes, pads)):  # unit strides and dilations, as dots lower to
-            low = int(pad.split("_")[0])
+        window = _window(line.text)
+        for d, size in enumerate(window["size"]):
             extent, outputs = lhs_dims[lhs_labels.index(str(d))], out_dims[out_labels.index(str(d))]
-            taps = sum(1 for o in range(outputs) for k in range(int(size)) if 0 <= o + k - low < extent)
-            per_output *= taps / outputs
+            per_output *= _valid_taps(outputs, size, extent, window["stride"][d], window["pad"][d],
+                                      window["lhs_dilate"][d], window["rhs_dilate"][d]) / outputs
         return int(results * per_output)
     if op == "custom-call":
         kernel = _KERNEL_FLOPS.search(line.text)
