@@ -72,15 +72,19 @@ def test_stop_and_resume_gives_the_same_losses(corpus, tokenizer_dir, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.reference
-def test_rtd_export_loads_in_transformers(corpus, tokenizer_dir, tmp_path):
-    summary = pretrain(_config(corpus, tokenizer_dir, "steps=2"), str(tmp_path), progress=False)
+@pytest.mark.parametrize("generator_emd_steps", [0, 2])
+def test_rtd_export_loads_in_transformers(corpus, tokenizer_dir, tmp_path, generator_emd_steps):
+    summary = pretrain(_config(corpus, tokenizer_dir, "steps=2", f"rtd.generator_emd_steps={generator_emd_steps}"),
+                       str(tmp_path), progress=False)
     disc_dir, gen_dir = summary["exported"]
     model = transformers.AutoModel.from_pretrained(disc_dir)
     tokenizer = transformers.AutoTokenizer.from_pretrained(disc_dir)
     ids = tokenizer("In the beginning God created the heaven and the earth.", return_tensors="pt")
     with torch.no_grad():
         assert torch.isfinite(model(**ids).last_hidden_state).all()
-    generator = transformers.AutoModelForMaskedLM.from_pretrained(gen_dir)
+    # a generator trained through the EMD exports as a plain masked LM: every weight read, none left over
+    generator, loading = transformers.AutoModelForMaskedLM.from_pretrained(gen_dir, output_loading_info=True)
+    assert not loading["missing_keys"] and not loading["unexpected_keys"], loading
     assert generator.config.num_hidden_layers == 1 and model.config.num_hidden_layers == 2
     assert os.path.exists(tmp_path / "tensorboard") and os.path.exists(tmp_path / "summary.json")
 

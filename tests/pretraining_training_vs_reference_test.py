@@ -65,9 +65,10 @@ def float64_and_one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def _pretrain_config(objective: str) -> PretrainConfig:
+def _pretrain_config(objective: str, generator_emd_steps: int = 0) -> PretrainConfig:
     # The batches come from _rows, so the corpus is never read; PretrainConfig only insists on naming one.
-    return PretrainConfig(objective=objective, steps=STEPS, rtd={"sharing": "gdes"},
+    return PretrainConfig(objective=objective, steps=STEPS,
+                          rtd={"sharing": "gdes", "generator_emd_steps": generator_emd_steps},
                           data={"corpus": ("unused.txt",), "seq_len": SEQ, "batch_size": BATCH},
                           optimizer={"learning_rate": 3e-3, "warmup_steps": 4}, masking={"mask_prob": 0.25})
 
@@ -255,9 +256,12 @@ class TorchRTD(torch.nn.Module):
     """Generator, discriminator, head and E_delta under the names our params map to. The discriminator's own word
     table is removed: under GDES it reads E_gen.detach() + E_delta, given as inputs_embeds."""
 
-    def __init__(self, generator: transformers.DebertaV2Config, discriminator: transformers.DebertaV2Config):
+    def __init__(self, generator: transformers.DebertaV2Config, discriminator: transformers.DebertaV2Config,
+                 generator_emd_steps: int = 0):
         super().__init__()
-        self.generator = transformers.DebertaV2ForMaskedLM(generator)
+        # microsoft's generator is its MLM model, which predicts through the EMD
+        self.generator = (TorchMLMWithEMD(generator, generator_emd_steps) if generator_emd_steps
+                          else transformers.DebertaV2ForMaskedLM(generator))
         self.discriminator = transformers.DebertaV2Model(discriminator)
         self.discriminator.embeddings.word_embeddings = None
         self.rtd_head = TorchRTDHead(discriminator)
@@ -265,6 +269,12 @@ class TorchRTD(torch.nn.Module):
 
     def discriminator_word_table(self):
         return self.generator.deberta.embeddings.word_embeddings.weight.detach() + self.embedding_delta
+
+    def generator_logits(self, input_ids, attention_mask, masked_positions):
+        """MLM logits [B, M, vocab] at the masked positions."""
+        if isinstance(self.generator, TorchMLMWithEMD):
+            return self.generator(input_ids, attention_mask, masked_positions)
+        return _gather(self.generator(input_ids, attention_mask=attention_mask).logits, masked_positions)
 
 
 def _sampling_noise(step_rng, shape):
@@ -291,19 +301,20 @@ def test_mlm_with_emd_training_matches_torch():
     _assert_params_close(ours, theirs)
 
 
-def test_rtd_with_gdes_training_matches_torch():
-    """RTD + GDES (generator 1 layer, discriminator 2, weight 50): per-step loss, MLM and RTD parts, gradient norm
-    and learning rate within 1e-4 relative, and the same number of replaced tokens; final params per tensor within
-    1e-4 of the tensor's largest value."""
-    cfg = _pretrain_config("rtd")
+@pytest.mark.parametrize("generator_emd_steps", [0, 2])
+def test_rtd_with_gdes_training_matches_torch(generator_emd_steps):
+    """RTD + GDES (generator 1 layer, plain or predicting through the EMD; discriminator 2, weight 50): per-step
+    loss, MLM and RTD parts, gradient norm and learning rate within 1e-4 relative, and the same number of replaced
+    tokens; final params per tensor within 1e-4 of the tensor's largest value."""
+    cfg = _pretrain_config("rtd", generator_emd_steps)
     disc_hf = _hf_config(2)
     torch.manual_seed(0)
-    module = _add_noise(TorchRTD(_hf_config(1), disc_hf), skip=("embedding_delta",))
+    module = _add_noise(TorchRTD(_hf_config(1), disc_hf, generator_emd_steps), skip=("embedding_delta",))
 
     def losses(batch, step_rng):
         ids, original, mask = batch["input_ids"].long(), batch["original_ids"].long(), batch["attention_mask"]
         positions, weights = batch["masked_positions"].long(), batch["masked_weights"]
-        gen_logits = _gather(module.generator(ids, attention_mask=mask).logits, positions)
+        gen_logits = module.generator_logits(ids, mask, positions)
         mlm = _masked_lm_loss(gen_logits, batch["masked_labels"], weights)
         noise = _sampling_noise(step_rng, tuple(gen_logits.shape))
         samples = (gen_logits.detach() / cfg.rtd.temperature + noise).argmax(-1)

@@ -36,6 +36,7 @@ from deberta_jax.recipes import recipe_path
 from deberta_jax.sharding.mesh import MeshConfig, check_batch_divides, make_mesh
 from deberta_jax.sharding.rules import batch_sharding, replicated
 from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
+from deberta_jax.training.compiler_options import CompilerSection, mesh_compiler_options
 from deberta_jax.training.checkpointing import TrainCheckpointer, check_resume
 from deberta_jax.training.loop import Evaluation, LoopConfig, run_loop
 from deberta_jax.training.optimizer import OptimizerConfig, layer_decay_factors, learning_rate_schedule, make_optimizer
@@ -68,6 +69,7 @@ class FinetuneConfig(Section):
         default_factory=lambda: OptimizerConfig(learning_rate=2e-5, warmup_ratio=0.1))
     sift: SiftConfig = dataclasses.field(default_factory=SiftConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    compiler: CompilerSection = dataclasses.field(default_factory=CompilerSection)
     loop: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(checkpoint_every=0, keep_checkpoints=1))
 
     def checks(self):
@@ -242,7 +244,8 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
     check_batch_divides(cfg.batch_size, mesh, "batch_size")
     init_args = (dummy_inputs(family.head),)
     state, shardings = create_train_state(model, init_args, optimizer, cfg.seed, mesh, params=params)
-    train_step = make_train_step(make_loss_fn(model, cfg), optimizer, schedule, shardings, mesh)
+    train_step = make_train_step(make_loss_fn(model, cfg), optimizer, schedule, shardings, mesh,
+                                 compiler_options=mesh_compiler_options(cfg.compiler, mesh, "FinetuneConfig.compiler"))
     evaluator = Evaluator(model, cfg, mesh)
     start, evaluations = 0, []
     if resume:

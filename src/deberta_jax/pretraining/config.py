@@ -14,6 +14,7 @@ from deberta_jax import recipes
 from deberta_jax.config_tree import ConfigError, Section, apply_overrides, from_dict, read_json, strip_comments
 from deberta_jax.data.masking import MaskingConfig
 from deberta_jax.sharding.mesh import MeshConfig
+from deberta_jax.training.compiler_options import CompilerSection
 from deberta_jax.training.loop import LoopConfig
 from deberta_jax.training.optimizer import OptimizerConfig
 
@@ -66,6 +67,9 @@ class RtdSection(Section):
 
     sharing: str = "gdes"                # "gdes" | "es" | "nes"
     generator_depth_ratio: float = 0.5
+    # Last-layer passes of the generator's enhanced mask decoder (absolute positions before its MLM head), as
+    # microsoft's generator, its MaskedLanguageModel, predicts (2 there); 0: a plain MLM head on the last layer.
+    generator_emd_steps: int = 0
     weight: float = 50.0                 # lambda of L_MLM + lambda * L_RTD
     temperature: float = 1.0             # of the generator's sampling
     # Clip the generator's and the discriminator's gradients each by its own norm (microsoft/DeBERTa's decoupled
@@ -75,6 +79,7 @@ class RtdSection(Section):
     def checks(self):
         return [(self.sharing in ("gdes", "es", "nes"), "sharing", "must be 'gdes', 'es' or 'nes'"),
                 (0 < self.generator_depth_ratio <= 1, "generator_depth_ratio", "must be in (0, 1]"),
+                (self.generator_emd_steps >= 0, "generator_emd_steps", "must be >= 0"),
                 (self.weight > 0, "weight", "must be > 0"),
                 (self.temperature > 0, "temperature", "must be > 0")]
 
@@ -104,6 +109,7 @@ class PretrainConfig(Section):
     emd: EmdSection = dataclasses.field(default_factory=EmdSection)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=lambda: OptimizerConfig(warmup_steps=100))
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    compiler: CompilerSection = dataclasses.field(default_factory=CompilerSection)
     loop: LoopConfig = dataclasses.field(default_factory=LoopConfig)
 
     def checks(self):

@@ -15,6 +15,12 @@ from deberta_jax.model.layers import embed
 from deberta_jax.model.modeling import DebertaForMaskedLM
 
 
+def masked_lm_params(params: dict) -> dict:
+    """`DebertaForMLMPretraining` params -> `DebertaForMaskedLM` params: the EMD's position table has no place in an
+    HF masked-LM checkpoint."""
+    return {k: v for k, v in params.items() if k != "emd_position_embeddings"}
+
+
 class DebertaForMLMPretraining(DebertaForMaskedLM):
     """`DebertaForMaskedLM` params plus `emd_position_embeddings` [max_position, hidden].
 

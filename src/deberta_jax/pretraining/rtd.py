@@ -16,7 +16,8 @@ import jax.numpy as jnp
 from deberta_jax.activations import ACTIVATIONS
 from deberta_jax.config import DebertaConfig
 from deberta_jax.model.layers import dense, layer_norm, word_table_ids
-from deberta_jax.model.modeling import DebertaForMaskedLM, DebertaModel
+from deberta_jax.model.modeling import DebertaModel
+from deberta_jax.pretraining.emd import DebertaForMLMPretraining
 
 SHARING_MODES = ("gdes", "es", "nes")
 
@@ -41,12 +42,13 @@ def generator_config(discriminator: DebertaConfig, depth_ratio: float = 0.5, **c
 
 
 class ReplacedTokenDetection(nn.Module):
-    """Params: `generator` (a DebertaForMaskedLM), `discriminator` (a backbone), `rtd_head`, and for gdes
-    `embedding_delta` [padded_vocab, embedding_size]."""
+    """Params: `generator` (a DebertaForMaskedLM, plus the EMD's position table when `generator_emd_steps` > 0),
+    `discriminator` (a backbone), `rtd_head`, and for gdes `embedding_delta` [padded_vocab, embedding_size]."""
 
     generator_config: DebertaConfig
     discriminator_config: DebertaConfig
     sharing: str = "gdes"
+    generator_emd_steps: int = 0
 
     def setup(self):
         gen, disc = self.generator_config, self.discriminator_config
@@ -56,7 +58,7 @@ class ReplacedTokenDetection(nn.Module):
         if self.sharing != "nes" and tables[0] != tables[1]:
             raise ValueError(f"sharing={self.sharing!r} needs equal word tables (vocab_size, padded_vocab_size, "
                              f"embed_dim); generator has {tables[0]}, discriminator {tables[1]}")
-        self.generator = DebertaForMaskedLM(gen)
+        self.generator = DebertaForMLMPretraining(gen, emd_steps=self.generator_emd_steps)
         self.discriminator = DebertaModel(disc, external_word_embeddings=self.sharing != "nes")
         self.rtd_head = RTDHead(disc)
         if self.sharing == "gdes":

@@ -26,7 +26,7 @@ from deberta_jax.distributed import (
 )
 from deberta_jax.model.modeling import DebertaForMaskedLM, DebertaModel
 from deberta_jax.pretraining.config import PretrainConfig
-from deberta_jax.pretraining.emd import DebertaForMLMPretraining
+from deberta_jax.pretraining.emd import DebertaForMLMPretraining, masked_lm_params
 from deberta_jax.pretraining.objectives import mlm_loss_fn, rtd_loss_fn
 from deberta_jax.pretraining.rtd import (
     CLIP_GROUPS, ReplacedTokenDetection, clip_group_labels, export_discriminator_params, generator_config,
@@ -36,6 +36,7 @@ from deberta_jax.sharding.rules import batch_sharding
 from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
 from deberta_jax.tokenization.training import train_spm_tokenizer
 from deberta_jax.training.checkpointing import TrainCheckpointer, check_resume
+from deberta_jax.training.compiler_options import mesh_compiler_options
 from deberta_jax.training.loop import run_loop
 from deberta_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from deberta_jax.training.progress import ProgressLogger
@@ -91,7 +92,7 @@ def build_objective(cfg: PretrainConfig, model_cfg: DebertaConfig):
                                          emd_position_only_for_unchanged=cfg.emd.position_only_for_unchanged)
         return model, mlm_loss_fn(model), (init_ids,), "mlm"
     generator_cfg = generator_config(model_cfg, cfg.rtd.generator_depth_ratio)
-    model = ReplacedTokenDetection(generator_cfg, model_cfg, cfg.rtd.sharing)
+    model = ReplacedTokenDetection(generator_cfg, model_cfg, cfg.rtd.sharing, cfg.rtd.generator_emd_steps)
     return model, rtd_loss_fn(model, cfg.rtd.weight, cfg.rtd.temperature), (init_ids,), "rtd"
 
 
@@ -156,11 +157,10 @@ def export_hf(cfg: PretrainConfig, model, params, tokenizer: DebertaV3Tokenizer,
         return []
     written = []
     if cfg.objective == "mlm":
-        mlm = {k: v for k, v in params.items() if k != "emd_position_embeddings"}
-        targets = [("mlm", DebertaForMaskedLM(model.config), mlm)]
+        targets = [("mlm", DebertaForMaskedLM(model.config), masked_lm_params(params))]
     else:
         targets = [("discriminator", DebertaModel(model.discriminator_config), export_discriminator_params(params)),
-                   ("generator", DebertaForMaskedLM(model.generator_config), params["generator"])]
+                   ("generator", DebertaForMaskedLM(model.generator_config), masked_lm_params(params["generator"]))]
     for name, target, target_params in targets:
         path = os.path.join(out_dir, name)
         save_pretrained(path, target, target_params)
@@ -203,7 +203,8 @@ def pretrain(cfg: PretrainConfig, workdir: str, resume: bool = False, progress: 
         start = int(jax.device_get(state.step))
         log.info("resumed from step %d", start)
     batches = PretrainBatches(cfg, iterator, tokenizer, mode, batch_sharding(mesh, leading_axes=1))
-    train_step = make_train_step(loss_fn, optimizer, schedule, shardings, mesh)
+    train_step = make_train_step(loss_fn, optimizer, schedule, shardings, mesh,
+                                 compiler_options=mesh_compiler_options(cfg.compiler, mesh, "PretrainConfig.compiler"))
 
     first = batches.global_batch(start)
     t0 = time.perf_counter()

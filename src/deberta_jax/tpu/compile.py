@@ -39,6 +39,7 @@ from deberta_jax.sharding.rules import DroppedAxes, batch_sharding, dropped_axes
 from deberta_jax.tpu import hlo, roofline
 from deberta_jax.tpu.hbm_traffic import hbm_traffic
 from deberta_jax.tpu.topologies import ChipSpec
+from deberta_jax.training.compiler_options import mesh_compiler_options
 from deberta_jax.training.train_step import abstract_train_state, boxed_train_state, make_train_step
 
 ESTIMATE_NOTE = ("compiler estimates (XLA's memory and cost analysis of the compiled program) for hardware that was "
@@ -87,7 +88,8 @@ def pretrain_step(cfg: PretrainConfig, devices: Sequence) -> StepSpec:
     check_batch_divides(cfg.data.micro_batch_size, mesh, "micro-batch (data.batch_size / data.grad_accum_steps)")
     schedule, optimizer = pretrain_optimizer(cfg)
     state, shardings = abstract_train_state(model, init_args, optimizer, mesh)
-    step = make_train_step(loss_fn, optimizer, schedule, shardings, mesh)
+    options = mesh_compiler_options(cfg.compiler, mesh, "PretrainConfig.compiler")
+    step = make_train_step(loss_fn, optimizer, schedule, shardings, mesh, compiler_options=options)
 
     # One row through the real masking and batch assembly gives every leaf's dtype and trailing shape.
     seq_len = cfg.data.seq_len
@@ -103,14 +105,14 @@ def pretrain_step(cfg: PretrainConfig, devices: Sequence) -> StepSpec:
     predictions = cfg.masking.num_predictions(seq_len)
     if cfg.objective == "rtd":
         flops = roofline.rtd_step_flops(model.generator_config, model.discriminator_config, cfg.data.batch_size,
-                                        seq_len, predictions)
+                                        seq_len, predictions, cfg.rtd.generator_emd_steps)
         model_cfg = model.discriminator_config
     else:
         flops = roofline.mlm_step_flops(model.config, cfg.data.batch_size, seq_len, predictions, cfg.emd.steps)
         model_cfg = model.config
     describe = {"kind": "pretrain", "objective": cfg.objective, **_model_fields(cfg.model.preset, model_cfg),
                 "params": _param_count(state), "batch_size": cfg.data.batch_size, "seq_len": seq_len,
-                "grad_accum_steps": cfg.data.grad_accum_steps, "mesh": dict(mesh.shape)}
+                "grad_accum_steps": cfg.data.grad_accum_steps, "mesh": dict(mesh.shape), "compiler_options": options}
     return StepSpec(step, (state, batch), flops, describe,
                     tuple(dropped_axes(boxed_train_state(model, init_args, optimizer), mesh)))
 
@@ -128,7 +130,8 @@ def finetune_step(recipe: PretrainConfig, cfg: FinetuneConfig, devices: Sequence
                                              _SCHEDULE_STEPS)
     init_args = (jnp.zeros((1, 8), jnp.int32),)
     state, shardings = abstract_train_state(model, init_args, optimizer, mesh)
-    step = make_train_step(make_loss_fn(model, cfg), optimizer, schedule, shardings, mesh)
+    options = mesh_compiler_options(cfg.compiler, mesh, "FinetuneConfig.compiler")
+    step = make_train_step(make_loss_fn(model, cfg), optimizer, schedule, shardings, mesh, compiler_options=options)
 
     sharding = batch_sharding(mesh, leading_axes=1)
     rows, length = (1, cfg.batch_size), cfg.max_length
@@ -140,7 +143,7 @@ def finetune_step(recipe: PretrainConfig, cfg: FinetuneConfig, devices: Sequence
     flops = roofline.classification_step_flops(model.config, cfg.batch_size, length)
     describe = {"kind": "finetune", "task": cfg.task, **_model_fields(recipe.model.preset, model.config),
                 "params": _param_count(state), "batch_size": cfg.batch_size, "seq_len": length,
-                "sift": cfg.sift.enabled, "mesh": dict(mesh.shape)}
+                "sift": cfg.sift.enabled, "mesh": dict(mesh.shape), "compiler_options": options}
     return StepSpec(step, (state, batch), flops, describe,
                     tuple(dropped_axes(boxed_train_state(model, init_args, optimizer), mesh)))
 

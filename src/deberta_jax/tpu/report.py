@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Sequence
 
 from deberta_jax.tpu.topologies import get_slice, slice_devices
@@ -48,6 +49,9 @@ def summary_lines(report: dict) -> list[str]:
     flags = report.get("versions", {}).get("libtpu_init_args")  # absent from reports of earlier versions
     if flags:
         lines.append(f"  compiler flags   LIBTPU_INIT_ARGS={flags}")
+    options = step.get("compiler_options")  # the recipe's compiler.tpu (absent from reports of earlier versions)
+    if options:
+        lines.append("  compiler options " + " ".join(f"{k}={json.dumps(v)}" for k, v in options.items()))
     memory = report["memory_per_chip"]
     if "compiler_error" in memory:
         return lines + [f"  memory per chip  does not fit: {memory['compiler_error']}"]

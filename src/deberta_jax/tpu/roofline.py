@@ -53,11 +53,14 @@ def _mlm_head_flops(cfg: DebertaConfig) -> float:
 
 
 def rtd_step_flops(generator: DebertaConfig, discriminator: DebertaConfig, batch: int, seq_len: int,
-                   predictions: int) -> float:
-    """Model FLOPs of one RTD train step over `batch` rows of `seq_len` tokens, `predictions` slots per row."""
+                   predictions: int, generator_emd_steps: int = 0) -> float:
+    """Model FLOPs of one RTD train step over `batch` rows of `seq_len` tokens, `predictions` slots per row, the
+    generator's enhanced mask decoder (`generator_emd_steps` extra layer passes) included."""
     tokens = batch * seq_len
     h = discriminator.hidden_size
-    forward = (tokens * (encoder_flops_per_token(generator, seq_len) + encoder_flops_per_token(discriminator, seq_len))
+    generator_per_token = (encoder_flops_per_token(generator, seq_len)
+                           + generator_emd_steps * layer_flops_per_token(generator, seq_len))
+    forward = (tokens * (generator_per_token + encoder_flops_per_token(discriminator, seq_len))
                + batch * predictions * _mlm_head_flops(generator) + tokens * (2 * h * h + 2 * h))
     return 3 * forward
 

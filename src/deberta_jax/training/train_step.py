@@ -74,8 +74,10 @@ def create_train_state(model: nn.Module, init_args: tuple, optimizer: optax.Grad
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-                    state_shardings, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES):
-    """A jitted step `(state, batch) -> (state, metrics)`; the state is donated.
+                    state_shardings, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES,
+                    compiler_options: dict | None = None):
+    """A jitted step `(state, batch) -> (state, metrics)`; the state is donated. `compiler_options` go to XLA
+    (training/compiler_options.py).
 
     Every batch leaf is [accumulation_steps, micro_batch, ...]: gradients are averaged over the accumulation steps
     with a scan, so memory holds one micro-batch of activations. The model is traced inside `activation_sharding`,
@@ -108,4 +110,5 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=rng), metrics
 
     return jax.jit(step, in_shardings=(state_shardings, batch_sharding(mesh, rules, leading_axes=1)),
-                   out_shardings=(state_shardings, replicated(mesh)), donate_argnums=(0,))
+                   out_shardings=(state_shardings, replicated(mesh)), donate_argnums=(0,),
+                   compiler_options=compiler_options or None)
