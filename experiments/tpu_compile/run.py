@@ -113,12 +113,15 @@ def main(argv=None) -> int:
     parser.add_argument("--start", type=int, default=8, help="rows per chip of the first compile")
     parser.add_argument("--max-compiles", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], help="further recipe overrides for every case")
-    parser.add_argument("--tag", default="", help="a name for the compiler flags in LIBTPU_INIT_ARGS, put in the "
-                        "JSON's name and the table (required when they are set)")
+    parser.add_argument("--tag", default="", help="a name for the compiler flags in LIBTPU_INIT_ARGS or in --set "
+                        "compiler.tpu.OPTION=VALUE, put in the JSON's name and the table (required when either is set)")
     parser.add_argument("--table", action="store_true", help="print the markdown table of the JSONs here")
     args = parser.parse_args(argv)
     if os.environ.get("LIBTPU_INIT_ARGS") and not args.tag and not args.table:
         parser.error("LIBTPU_INIT_ARGS is set: name those flags with --tag, so that the JSONs of default flags stay")
+    if any(s.startswith("compiler.") for s in args.set) and not args.tag and not args.table:
+        parser.error("--set compiler.* sets compiler options: name them with --tag, so that the JSONs of default "
+                     "flags stay")
     if args.table:
         print(table())
         return 0
