@@ -177,6 +177,9 @@ def test_step_flops_are_three_forward_passes_of_each_part():
     emd = roofline.mlm_step_flops(disc, batch, seq_len, slots, emd_steps=2)
     assert emd - roofline.mlm_step_flops(disc, batch, seq_len, slots, emd_steps=0) == pytest.approx(
         3 * tokens * 2 * per_token(disc.replace(num_hidden_layers=1)))
+    # the generator's EMD: two more passes of its last layer
+    assert (roofline.rtd_step_flops(gen, disc, batch, seq_len, slots, generator_emd_steps=2)
+            - roofline.rtd_step_flops(gen, disc, batch, seq_len, slots)) == pytest.approx(3 * tokens * 2 * per_token(gen))
 
 
 def test_the_dense_part_is_two_flops_per_weight_of_a_layer():
