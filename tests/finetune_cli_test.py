@@ -38,7 +38,8 @@ def test_tiny_model_learns_generated_task_and_predicts(glue_dir_and_model, tmp_p
     assert (predictions == expected).mean() >= 0.9
 
 
-# Not slow although it trains (~10 s): the quick tier's only run of the fine-tuning loop.
+# Not slow although it trains (~10 s): the quick tier's only run of the fine-tuning loop (and of
+# rescale_word_table's wiring).
 def test_sift_and_regression_run(glue_dir_and_model, tmp_path):
     glue_dir, model_dir = glue_dir_and_model
     stsb = tmp_path / "glue" / "STS-B"
@@ -53,7 +54,7 @@ def test_sift_and_regression_run(glue_dir_and_model, tmp_path):
     workdir = tmp_path / "stsb"
     assert cli(["finetune", "--task", "stsb", "--model", str(model_dir), "--data", str(tmp_path / "glue"),
                 "--workdir", str(workdir), "--set", "epochs=1", "--set", "batch_size=16", "--set", "max_length=32",
-                "--set", "sift.enabled=true"]) == 0
+                "--set", "sift.enabled=true", "--set", "rescale_word_table=true"]) == 0
     summary = json.loads((workdir / "metrics.json").read_text())
     assert set(summary["best"]["metrics"]["validation"]) == {"pearson", "spearman"}
     rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]

@@ -31,6 +31,7 @@ from deberta_jax.distributed import (
 from deberta_jax.finetuning.losses import task_loss
 from deberta_jax.finetuning.sift import SiftConfig, sift_loss
 from deberta_jax.finetuning.task_family import TASK_NAMES, task_family
+from deberta_jax.model.embeddings import rescale_word_table
 from deberta_jax.model.modeling import dummy_inputs
 from deberta_jax.recipes import recipe_path
 from deberta_jax.sharding.mesh import MeshConfig, check_batch_divides, make_mesh
@@ -65,6 +66,9 @@ class FinetuneConfig(Section):
     seed: int = 42
     dtype: str = "float32"
     cls_dropout: float | None = None
+    # Scale the loaded word table to the init RMS (initializer_range): the same function, but Adam turns its rows
+    # as fast as fresh ones (model/embeddings.rescale_word_table; experiments/pretrain/README.md).
+    rescale_word_table: bool = False
     optimizer: OptimizerConfig = dataclasses.field(
         default_factory=lambda: OptimizerConfig(learning_rate=2e-5, warmup_ratio=0.1))
     sift: SiftConfig = dataclasses.field(default_factory=SiftConfig)
@@ -230,6 +234,12 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
     if [k for k in report.missing if not k.startswith(("pooler.", "classifier."))]:
         raise ValueError(f"{cfg.model} lacks backbone weights: {report.missing}")
     check_vocabulary(tokenizer.vocab_size, tokenizer.spm_path, model.config.vocab_size, cfg.model)
+    if cfg.rescale_word_table:
+        try:
+            params, factor = rescale_word_table(params, model.config, model.config.initializer_range)
+        except ValueError as e:
+            raise ConfigError(f"FinetuneConfig.rescale_word_table: {cfg.model}: {e}") from None
+        log.info("word table scaled by %.3f to RMS %g (rescale_word_table)", factor, model.config.initializer_range)
 
     def encode(split):
         return family.encode(cfg.data, split, cfg.tfds_data_dir, tokenizer, cfg.max_length, cfg.buckets)

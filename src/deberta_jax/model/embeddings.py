@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from deberta_jax.config import DebertaConfig
@@ -88,3 +89,39 @@ class DebertaEmbeddings(nn.Module):
         embeddings = self.LayerNorm(embeddings)
         embeddings = embeddings * token_mask[..., None].astype(embeddings.dtype)
         return self.dropout(embeddings, deterministic=deterministic)
+
+
+def rescale_word_table(params: dict, config: DebertaConfig, rms: float) -> tuple[dict, float]:
+    """`params` with the word table scaled so that its real rows' RMS is `rms`, and the factor applied.
+
+    The model computes the same function (up to the LayerNorm's epsilon): the word vectors reach the embedding
+    LayerNorm alone, and it normalises each row. What changes is how fast Adam turns the rows: its step has an
+    absolute size, so a table whose entries pretraining grew (2.6 x the init scale in the tiny recipe) rotates that
+    much more slowly per step than a freshly initialised one. Raises ValueError where absolute positions or token
+    types are added to the word vectors first, since then the scale is not free.
+
+    Args:
+      params: a model's params holding one `word_embeddings/embedding` table [padded_vocab, E] (any head).
+      config: the model's config.
+      rms: the root mean square wanted of the table's first `config.vocab_size` rows.
+    """
+    if config.position_biased_input or config.type_vocab_size > 0:
+        raise ValueError("the word vectors are added to absolute positions or token types before the LayerNorm "
+                         "(position_biased_input / type_vocab_size), so scaling the word table would change the model")
+    if not rms > 0:
+        raise ValueError(f"rms={rms}: must be > 0")
+    found = []
+
+    def scaled(path, leaf):
+        names = [getattr(k, "key", None) for k in path]
+        if names[-2:] == ["word_embeddings", "embedding"]:
+            real = leaf[:config.vocab_size].astype(jnp.float32)
+            factor = rms / jnp.sqrt(jnp.mean(real * real))
+            found.append(float(factor))
+            return (leaf * factor).astype(leaf.dtype)
+        return leaf
+
+    out = jax.tree_util.tree_map_with_path(scaled, params)
+    if len(found) != 1:
+        raise ValueError(f"expected one word_embeddings/embedding table in the params, found {len(found)}")
+    return out, found[0]
