@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from deberta_jax.cli import main as cli
-from generated_glue import make_glue_and_model, sentence, write_split
+from generated_glue import make_glue_and_model, save_tiny_model, sentence, write_split
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,19 @@ def test_sift_and_regression_run(glue_dir_and_model, tmp_path):
     assert set(summary["best"]["metrics"]["validation"]) == {"pearson", "spearman"}
     rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     assert all(np.isfinite(r["sift_loss"]) and r["sift_loss"] >= 0 for r in rows)
+
+
+def test_tiny_cpu_recipe_names_its_word_table_option_for_a_model_that_adds_positions(glue_dir_and_model, tmp_path,
+                                                                                       capsys):
+    # the recipe rescales the word table, which changes a model whose positions join the words before the LayerNorm
+    glue_dir, model_dir = glue_dir_and_model
+    save_tiny_model(tmp_path / "v1_like", model_dir.parent / "corpus.txt", position_biased_input=True)
+    capsys.readouterr()
+    assert cli(["finetune", "--task", "sst2", "--model", str(tmp_path / "v1_like"), "--data", str(glue_dir),
+                "--workdir", str(tmp_path / "run"), "--recipe", "tiny-cpu"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("deberta-jax: error: FinetuneConfig.rescale_word_table") and "set it false" in error, error
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 @pytest.mark.slow

@@ -47,12 +47,13 @@ def make_glue_and_model(root, train: int = 640, dev: int = 128, test: int = 37):
     return root / "glue", root / "model"
 
 
-def save_tiny_model(model_dir, corpus_path, vocab_size: int = 50) -> None:
+def save_tiny_model(model_dir, corpus_path, vocab_size: int = 50, **config_overrides) -> None:
     """Trains a `vocab_size`-piece tokenizer on the text file `corpus_path` and saves it with a randomly initialised
-    tiny backbone, in HF format, under `model_dir`."""
+    tiny backbone (a v3-xsmall config, shrunk, with `config_overrides`), in HF format, under `model_dir`."""
     tokenizer = train_spm_tokenizer([str(corpus_path)], str(model_dir), vocab_size)
     config = preset("deberta-v3-xsmall", vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                    num_attention_heads=4, intermediate_size=64, position_buckets=8, max_relative_positions=32)
+                    num_attention_heads=4, intermediate_size=64, position_buckets=8, max_relative_positions=32,
+                    **config_overrides)
     model = DebertaModel(config)
     save_pretrained(model_dir, model, init_params(model, jax.random.PRNGKey(0)))
 

@@ -40,12 +40,14 @@ ANTONYMS = (("good", "bad"), ("great", "awful"), ("funny", "boring"), ("best", "
 
 
 def variants(pretrained: str, scratch: str) -> dict:
-    """name -> (base export, donor export, tensor-name prefixes taken from the donor, fine-tuning overrides)."""
+    """name -> (base export, donor export, tensor-name prefixes taken from the donor, fine-tuning overrides). All but
+    the last set rescale_word_table=false, whatever the recipe says, so that they show the table as exported."""
+    as_exported = ("rescale_word_table=false",)
     return {
-        "pretrained": (pretrained, None, (), ()),
-        "from_scratch": (scratch, None, (), ()),
-        "pretrained_random_words": (pretrained, scratch, (WORDS,), ()),
-        "from_scratch_pretrained_words": (scratch, pretrained, (WORDS,), ()),
+        "pretrained": (pretrained, None, (), as_exported),
+        "from_scratch": (scratch, None, (), as_exported),
+        "pretrained_random_words": (pretrained, scratch, (WORDS,), as_exported),
+        "from_scratch_pretrained_words": (scratch, pretrained, (WORDS,), as_exported),
         "pretrained_words_at_init_scale": (pretrained, None, (), ("rescale_word_table=true",)),
     }
 

@@ -238,7 +238,8 @@ def finetune(cfg: FinetuneConfig, workdir: str, resume: bool = False, progress: 
         try:
             params, factor = rescale_word_table(params, model.config, model.config.initializer_range)
         except ValueError as e:
-            raise ConfigError(f"FinetuneConfig.rescale_word_table: {cfg.model}: {e}") from None
+            raise ConfigError(f"FinetuneConfig.rescale_word_table: {cfg.model}: {e}; set it false for this model "
+                              "(the tiny-cpu recipe turns it on)") from None
         log.info("word table scaled by %.3f to RMS %g (rescale_word_table)", factor, model.config.initializer_range)
 
     def encode(split):
