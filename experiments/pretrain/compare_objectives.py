@@ -29,8 +29,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from downstream import (CORPORA, finetune_export, majority_accuracy, pretrain_or_read, save_results,  # noqa: E402
-                        seed_summary, shared_overrides, tfidf_accuracy)
+from downstream import (CORPORA, TASK, finetune_export, majority_accuracy, pretrain_or_read,  # noqa: E402
+                        save_results, seed_summary, shared_overrides, tfidf_accuracy)
 from plotting import parse_or_redraw, pyplot, save, seed_bars  # noqa: E402
 
 RUNS = {  # name -> (recipe overrides, the export that is fine-tuned)
@@ -88,6 +88,7 @@ def main():
     parser.add_argument("--set", action="append", default=[], help="recipe override applied to every run")
     args, out = parse_or_redraw(parser, plot, os.path.join(HERE, "results"), "compare_downstream")
 
+    from deberta_jax.finetuning.train import load_recipe
     from deberta_jax.pretraining.config import load_pretrain_config
 
     common = shared_overrides(args.corpus, args.workdir, [f"steps={args.steps}", "loop.log_every=20",
@@ -101,6 +102,7 @@ def main():
                    + [f"--set {o}" for o in args.set]
                    + [f"--name {args.name}"]),
                "baselines": {"majority_class": majority_accuracy(), "tfidf_logreg": tfidf_accuracy()},
+               "finetune_recipe": load_recipe(TASK, "tiny-cpu"),  # it changes over time: record what was used
                "runs": {}}
 
     # Seed by seed, every objective, so that a stopped comparison holds whole seeds; results are rewritten after
