@@ -8,11 +8,15 @@ with `finetune --recipe tiny-cpu` and the same seed. Beside them: the same model
 the majority class and TF-IDF + logistic regression.
 
     python experiments/pretrain/compare_objectives.py [--steps 600] [--seeds 3] [--corpus imdb+task] [--finetune-epochs E]
-        [--workdir DIR]
+        [--workdir DIR] [--resume]
     python experiments/pretrain/compare_objectives.py --plot-only   # redraw results/NAME.png from the NAME.json
 
 results/compare_objectives.{json,png} are the run from before decoupled clipping (commit 0c40ba9: pretraining
 metrics only, no downstream); that JSON has another layout and is not redrawn by this script.
+
+`--resume` keeps the (seed, objective) runs that results/NAME.json already holds and runs only the missing ones;
+it refuses a JSON made with other settings. It trusts that a rerun would reproduce them (pretraining is deterministic
+given the seed: the 2026-12-02 rerun reproduced the 2026-11-30 run's MLM accuracy per seed on another machine).
 
 Writes results/NAME.json (every logged pretraining step and every evaluation of every run) and results/NAME.png.
 """
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 from datetime import datetime, timezone
@@ -78,6 +83,35 @@ def plot(results, path):
     save(fig, path)
 
 
+def settings(results: dict) -> dict:
+    """What must match for `--resume` to merge into a JSON: all but the seed count, dates and machine."""
+    return {"steps": results["steps"], "corpus": results["corpus"], "finetune_recipe": results["finetune_recipe"],
+            "command": re.sub(r" --seeds \d+", "", results["command"])}
+
+
+def finished_runs(previous: dict) -> tuple[dict, dict]:
+    """From a results JSON: {seed: from-scratch fine-tune} and {objective: {seed: (pretraining entry, fine-tune)}}."""
+    scratch = {r["seed"]: r for r in previous.get("from_scratch", {}).get("runs", [])}
+    runs = {name: {entry["seed"]: (entry, tuned) for entry, tuned in zip(run["seeds"], run["downstream"]["runs"])}
+            for name, run in previous.get("runs", {}).items()}
+    return scratch, runs
+
+
+def run_objective(name: str, overrides: list, export: str, seed: int, common: list, args) -> tuple[dict, dict]:
+    """Pretrains one objective with one seed (or reads the finished run) and fine-tunes its export: returns the
+    pretraining entry (history and tail means) and the fine-tuning result."""
+    from deberta_jax.pretraining.config import load_pretrain_config
+
+    cfg = load_pretrain_config("tiny_cpu", common + overrides + [f"seed={seed}"])
+    workdir = os.path.join(args.workdir, name.split()[0].lower() + "_" + name.split()[-1].lower() + f"_seed{seed}")
+    history = pretrain_or_read(cfg, workdir)["history"]
+    entry = {"seed": seed, "history": history, **{f"final_{k}": tail_mean(history, k) for k in (
+        "mlm_accuracy", "rtd_accuracy", "rtd_loss", "replaced_fraction", "tokens_per_second", "mfu")}}
+    tuned = finetune_export(os.path.join(workdir, "export", export), os.path.join(workdir, "finetune"), seed,
+                            args.finetune_epochs)
+    return entry, tuned
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=600)
@@ -86,6 +120,7 @@ def main():
     parser.add_argument("--finetune-epochs", type=float, default=None, help="default: the tiny-cpu recipe's")
     parser.add_argument("--workdir", default="/tmp/deberta-jax-compare")
     parser.add_argument("--set", action="append", default=[], help="recipe override applied to every run")
+    parser.add_argument("--resume", action="store_true", help="run only the seeds and objectives NAME.json lacks")
     args, out = parse_or_redraw(parser, plot, os.path.join(HERE, "results"), "compare_downstream")
 
     from deberta_jax.finetuning.train import load_recipe
@@ -104,26 +139,37 @@ def main():
                "baselines": {"majority_class": majority_accuracy(), "tfidf_logreg": tfidf_accuracy()},
                "finetune_recipe": load_recipe(TASK, "tiny-cpu"),  # it changes over time: record what was used
                "runs": {}}
+    done_scratch, done_runs = {}, {}
+    if args.resume:
+        if not os.path.exists(out):
+            parser.error(f"--resume: {out} does not exist")
+        with open(out, encoding="utf-8") as f:
+            previous = json.load(f)
+        mismatched = [k for k, v in settings(results).items() if settings(previous)[k] != v]
+        if mismatched:
+            parser.error(f"--resume: {out} was made with another {mismatched[0]}: {settings(previous)[mismatched[0]]}")
+        done_scratch, done_runs = finished_runs(previous)
+        results["resumed_utc"], results["date_utc"] = results["date_utc"], previous["date_utc"]
 
     # Seed by seed, every objective, so that a stopped comparison holds whole seeds; results are rewritten after
     # every run.
     scratch, per_seed, downstream = [], {name: [] for name in RUNS}, {name: [] for name in RUNS}
     for seed in seeds:
-        workdir = os.path.join(args.workdir, f"scratch_seed{seed}")
-        pretrain_or_read(load_pretrain_config("tiny_cpu", common + ["steps=1", f"seed={seed}"]), workdir)
-        scratch.append(finetune_export(os.path.join(workdir, "export", "discriminator"),
-                                       os.path.join(workdir, "finetune"), seed, args.finetune_epochs))
+        if seed in done_scratch:
+            scratch.append(done_scratch[seed])
+        else:
+            workdir = os.path.join(args.workdir, f"scratch_seed{seed}")
+            pretrain_or_read(load_pretrain_config("tiny_cpu", common + ["steps=1", f"seed={seed}"]), workdir)
+            scratch.append(finetune_export(os.path.join(workdir, "export", "discriminator"),
+                                           os.path.join(workdir, "finetune"), seed, args.finetune_epochs))
         results["from_scratch"] = seed_summary(scratch)
         for name, (overrides, export) in RUNS.items():
-            cfg = load_pretrain_config("tiny_cpu", common + overrides + [f"seed={seed}"])
-            workdir = os.path.join(args.workdir, name.split()[0].lower() + "_" + name.split()[-1].lower()
-                                   + f"_seed{seed}")
-            summary = pretrain_or_read(cfg, workdir)
-            history = summary["history"]
-            per_seed[name].append({"seed": seed, "history": history, **{f"final_{k}": tail_mean(history, k) for k in (
-                "mlm_accuracy", "rtd_accuracy", "rtd_loss", "replaced_fraction", "tokens_per_second", "mfu")}})
-            downstream[name].append(finetune_export(os.path.join(workdir, "export", export),
-                                                    os.path.join(workdir, "finetune"), seed, args.finetune_epochs))
+            if seed in done_runs.get(name, {}):
+                entry, tuned = done_runs[name][seed]
+            else:
+                entry, tuned = run_objective(name, overrides, export, seed, common, args)
+            per_seed[name].append(entry)
+            downstream[name].append(tuned)
             results["runs"][name] = {"overrides": overrides, "export": export, "seeds": per_seed[name],
                                      "downstream": seed_summary(downstream[name])}
             save_results(out, results)
