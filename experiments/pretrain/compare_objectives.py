@@ -15,8 +15,9 @@ results/compare_objectives.{json,png} are the run from before decoupled clipping
 metrics only, no downstream); that JSON has another layout and is not redrawn by this script.
 
 `--resume` keeps the (seed, objective) runs that results/NAME.json already holds and runs only the missing ones;
-it refuses a JSON made with other settings. It trusts that a rerun would reproduce them (pretraining is deterministic
-given the seed: the 2026-12-02 rerun reproduced the 2026-11-30 run's MLM accuracy per seed on another machine).
+it refuses a JSON made with other settings. The runs it adds are draws from the same distribution, not copies of what
+one process would have made: pretraining is reproducible only to float rounding across machines (the losses of two
+runs of one seed part in the 4th-6th digit after 40-300 steps), and that can move a fine-tune by about a point.
 
 Writes results/NAME.json (every logged pretraining step and every evaluation of every run) and results/NAME.png.
 """
