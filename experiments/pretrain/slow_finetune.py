@@ -9,6 +9,9 @@ Variants, each an HF export directory built from the two (the same tokenizer and
   scales its word table down to the init RMS (initializer_range). The embedding LayerNorm normalises each row, so
   the model computes what the pretrained one computes (tests/word_table_scale_test.py); only the optimizer sees a
   difference: Adam's step has an absolute size, so a table with larger entries turns more slowly.
+- pretrained_tables_at_init_scale: as the last, and the relative position table (`encoder.rel_embeddings`) scaled
+  to the init RMS too, in the export. v3 LayerNorms it before use (norm_rel_ebd), so its scale is as free as the
+  word table's; the tiny recipe's pretraining grows it about 1.8 x.
 
 Each variant is fine-tuned on the demo task with `--recipe tiny-cpu` and `--set optimizer.learning_rate=LR` for each
 seed; the word table's RMS and the cosine of antonym pairs in the normalised table are reported beside it.
@@ -36,19 +39,22 @@ sys.path.insert(0, os.path.dirname(HERE))
 from downstream import finetune_export, save_results  # noqa: E402
 
 WORDS = "embeddings.word_embeddings.weight"
+RELATIVE = "encoder.rel_embeddings.weight"
 ANTONYMS = (("good", "bad"), ("great", "awful"), ("funny", "boring"), ("best", "worst"))
 
 
 def variants(pretrained: str, scratch: str) -> dict:
-    """name -> (base export, donor export, tensor-name prefixes taken from the donor, fine-tuning overrides). All but
-    the last set rescale_word_table=false, whatever the recipe says, so that they show the table as exported."""
+    """name -> (base export, donor export, tensor-name prefixes taken from the donor, tensors scaled to the init RMS
+    in the export, fine-tuning overrides). The first four set rescale_word_table=false, whatever the recipe says, so
+    that they show the table as exported."""
     as_exported = ("rescale_word_table=false",)
     return {
-        "pretrained": (pretrained, None, (), as_exported),
-        "from_scratch": (scratch, None, (), as_exported),
-        "pretrained_random_words": (pretrained, scratch, (WORDS,), as_exported),
-        "from_scratch_pretrained_words": (scratch, pretrained, (WORDS,), as_exported),
-        "pretrained_words_at_init_scale": (pretrained, None, (), ("rescale_word_table=true",)),
+        "pretrained": (pretrained, None, (), (), as_exported),
+        "from_scratch": (scratch, None, (), (), as_exported),
+        "pretrained_random_words": (pretrained, scratch, (WORDS,), (), as_exported),
+        "from_scratch_pretrained_words": (scratch, pretrained, (WORDS,), (), as_exported),
+        "pretrained_words_at_init_scale": (pretrained, None, (), (), ("rescale_word_table=true",)),
+        "pretrained_tables_at_init_scale": (pretrained, None, (), (RELATIVE,), ("rescale_word_table=true",)),
     }
 
 
@@ -56,20 +62,32 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
 
 
-def build(out: str, base: str, donor: str | None, prefixes: tuple) -> str:
-    """Writes the variant export to `out`: a copy of `base` with the donor's tensors named by `prefixes`. An
-    identical copy already there is kept, so that a run fine-tuning from it in another process keeps its files."""
+def build(out: str, base: str, donor: str | None, prefixes: tuple, scaled: tuple = ()) -> str:
+    """Writes the variant export to `out`: a copy of `base` with the donor's tensors named by `prefixes`, and the
+    tensors named in `scaled` multiplied to an RMS of the config's initializer_range. An identical copy already
+    there is kept, so that a run fine-tuning from it in another process keeps its files."""
     from safetensors.numpy import load_file, save_file
 
     staging = f"{out}.staging-{os.getpid()}"
     shutil.copytree(base, staging)
-    if donor is not None:
+    if donor is not None or scaled:
         tensors = load_file(os.path.join(base, "model.safetensors"))
+    if donor is not None:
         given = load_file(os.path.join(donor, "model.safetensors"))
         taken = [k for k in tensors if k.startswith(prefixes)]
         if not taken:
             raise ValueError(f"{base}: no tensor starts with {prefixes}")
         tensors.update({k: given[k] for k in taken})
+    if scaled:
+        with open(os.path.join(base, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+        if "layer_norm" not in config.get("norm_rel_ebd", "none"):
+            raise ValueError(f"{base}: norm_rel_ebd={config.get('norm_rel_ebd')!r} does not LayerNorm the relative "
+                             "table, so scaling it would change the model")
+        for name in scaled:
+            tensors[name] = (tensors[name] * (config["initializer_range"] / _rms(tensors[name]))).astype(
+                tensors[name].dtype)
+    if donor is not None or scaled:
         save_file(tensors, os.path.join(staging, "model.safetensors"), metadata={"format": "pt"})
     same = os.path.isdir(out) and not filecmp.dircmp(staging, out).diff_files and all(
         filecmp.cmp(os.path.join(staging, f), os.path.join(out, f), shallow=False) for f in os.listdir(staging))
@@ -82,13 +100,14 @@ def build(out: str, base: str, donor: str | None, prefixes: tuple) -> str:
 
 
 def word_table_stats(model_dir: str) -> dict:
-    """The word table's RMS, and the cosine of antonyms' rows after the embedding LayerNorm's centring and scaling
+    """The word and relative tables' RMS, and the cosine of antonyms' rows after the embedding LayerNorm's centring and scaling
     (random rows: near 0; distributional training pulls words of the same slot together, antonyms included)."""
     from safetensors.numpy import load_file
 
     from deberta_jax.tokenization.spm_tokenizer import DebertaV3Tokenizer
 
-    table = load_file(os.path.join(model_dir, "model.safetensors"))[WORDS].astype(np.float64)
+    tensors = load_file(os.path.join(model_dir, "model.safetensors"))
+    table = tensors[WORDS].astype(np.float64)
     rows = (table - table.mean(1, keepdims=True)) / table.std(1, keepdims=True)
     tokenizer = DebertaV3Tokenizer.from_pretrained(model_dir)
     cosines = {}
@@ -98,7 +117,8 @@ def word_table_stats(model_dir: str) -> dict:
             continue
         u, v = rows[ids[0][0]], rows[ids[1][0]]
         cosines[f"{a}/{b}"] = round(float(u @ v / np.linalg.norm(u) / np.linalg.norm(v)), 3)
-    return {"word_table_rms": round(_rms(table), 4), "antonym_cosine": cosines}
+    return {"word_table_rms": round(_rms(table), 4), "relative_table_rms": round(_rms(tensors[RELATIVE]), 4),
+            "antonym_cosine": cosines}
 
 
 def main():
@@ -124,10 +144,10 @@ def main():
             parser.error(f"{path} holds runs at learning rate {results['learning_rate']}: pass another --name")
     results.update({"machine": platform.machine(), "learning_rate": args.lr})
     command = "python experiments/pretrain/slow_finetune.py " + " ".join(sys.argv[1:])
-    for name, (base, donor, prefixes, finetune_sets) in chosen.items():
+    for name, (base, donor, prefixes, scaled, finetune_sets) in chosen.items():
         if args.only and name not in args.only:
             continue
-        model_dir = build(os.path.join(args.workdir, "variants", name), base, donor, prefixes)
+        model_dir = build(os.path.join(args.workdir, "variants", name), base, donor, prefixes, scaled)
         entry = {"command": command, "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  **word_table_stats(model_dir)}
         entry["finetune_overrides"] = list(finetune_sets)
