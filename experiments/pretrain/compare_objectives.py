@@ -127,17 +127,14 @@ def main():
     from deberta_jax.finetuning.train import load_recipe
     from deberta_jax.pretraining.config import load_pretrain_config
 
-    common = shared_overrides(args.corpus, args.workdir, [f"steps={args.steps}", "loop.log_every=20",
-                                                          f"loop.checkpoint_every={args.steps}", *args.set])
     seeds = list(range(args.seeds))
-    results = {"recipe": "tiny_cpu", "corpus": args.corpus, "overrides": common, "steps": args.steps, "seeds": seeds,
+    results = {"recipe": "tiny_cpu", "corpus": args.corpus, "steps": args.steps, "seeds": seeds,
                "machine": platform.machine(), "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "command": "python experiments/pretrain/compare_objectives.py " + " ".join(
                    [f"--steps {args.steps}", f"--seeds {args.seeds}", f"--corpus {args.corpus}"]
                    + ([f"--finetune-epochs {args.finetune_epochs}"] if args.finetune_epochs else [])
                    + [f"--set {o}" for o in args.set]
                    + [f"--name {args.name}"]),
-               "baselines": {"majority_class": majority_accuracy(), "tfidf_logreg": tfidf_accuracy()},
                "finetune_recipe": load_recipe(TASK, "tiny-cpu"),  # it changes over time: record what was used
                "runs": {}}
     done_scratch, done_runs = {}, {}
@@ -151,6 +148,9 @@ def main():
             parser.error(f"--resume: {out} was made with another {mismatched[0]}: {settings(previous)[mismatched[0]]}")
         done_scratch, done_runs = finished_runs(previous)
         results["resumed_utc"], results["date_utc"] = results["date_utc"], previous["date_utc"]
+    results["overrides"] = common = shared_overrides(args.corpus, args.workdir, [
+        f"steps={args.steps}", "loop.log_every=20", f"loop.checkpoint_every={args.steps}", *args.set])
+    results["baselines"] = {"majority_class": majority_accuracy(), "tfidf_logreg": tfidf_accuracy()}
 
     # Seed by seed, every objective, so that a stopped comparison holds whole seeds; results are rewritten after
     # every run.
