@@ -115,7 +115,8 @@ def test_typed_operands_of_cpu_dumps_are_sized_from_their_own_type():
 
 
 @pytest.mark.parametrize("shape, size", [("bf16[8,128]{1,0:T(8,128)(2,1)}", 2048), ("pred[10]", 10),
-                                         ("(f32[], s8[3], f8e4m3fn[4])", 4 + 3 + 4), ("s4[6]", 3), ("f32[]", 4)])
+                                         ("(f32[], s8[3], f8e4m3fn[4])", 4 + 3 + 4), ("s4[6]", 3), ("f32[]", 4),
+                                         ("(f32[4], token[])", 16)])
 def test_shape_bytes(shape, size):
     assert hlo.shape_bytes(shape) == size
 

@@ -13,7 +13,8 @@ import re
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 _DTYPE_BITS = {"pred": 8, "s4": 4, "u4": 4, "s8": 8, "u8": 8, "s16": 16, "u16": 16, "s32": 32, "u32": 32, "s64": 64,
-               "u64": 64, "f16": 16, "bf16": 16, "f32": 32, "f64": 64, "c64": 64, "c128": 128}
+               "u64": 64, "f16": 16, "bf16": 16, "f32": 32, "f64": 64, "c64": 64, "c128": 128,
+               "token": 0}  # token[]: orders side effects, holds no data (a v3-xsmall reference step on v5p-8 has one)
 _ARRAY = re.compile(r"\b([a-z]+[0-9]*(?:e[0-9]m[0-9][a-z]*)?)\[([0-9,]*)\]")
 # "%name = SHAPE opcode(" with SHAPE a type or a tuple of types; an instruction's opcode is the first lower-case word
 # after the shape that an opening parenthesis follows (layouts like {1,0:T(8,128)} hold only upper-case tags).
