@@ -27,6 +27,9 @@ from deberta_jax.model.vocab_padding import unpadded_params
     (dict(attention_head_size=10), "attention_head_size"),
     (dict(dtype="float8"), "dtype"),
     (dict(norm_rel_ebd="batch_norm"), "norm_rel_ebd"),
+    (dict(attention_impl="auto", hidden_size=64, num_attention_heads=8), "attention_impl"),  # head_dim 8
+    (dict(attention_impl="pallas", attention_block_q=96), "attention_block_q"),
+    (dict(attention_impl="auto", attention_block_k=8), "attention_block_k"),
 ])
 def test_bad_values_are_rejected_naming_the_field(changes, field):
     with pytest.raises(ValueError, match=rf"DebertaConfig\.{field}="):

@@ -20,6 +20,7 @@ VARIANTS = {
     "skew": dict(attention_impl="skew"),
     "chunked": dict(attention_impl="chunked"),
     "pallas": dict(attention_impl="pallas"),
+    "auto": dict(attention_impl="auto"),
     "scan_layers": dict(scan_layers=True),
     "scan_layers_remat_chunked": dict(scan_layers=True, remat="full", attention_impl="chunked"),
 }
@@ -29,9 +30,10 @@ VARIANTS = {
 FAMILIES_OF = {
     "chunked": [f for f in sorted(FAMILIES) if f != "v1_talking_head"],
     "pallas": ["v1", "v3"],
+    "auto": ["v1", "v3"],
     "scan_layers_remat_chunked": ["v1", "v2_conv_no_share", "v3"],
 }
-REFERENCE_OVERRIDES = {"pallas": dict(num_attention_heads=2)}
+REFERENCE_OVERRIDES = {"pallas": dict(num_attention_heads=2), "auto": dict(num_attention_heads=2)}
 # `make test-fast` runs each variant on v3 inside the buckets; the rest of the grid is slow.
 FAMILY_GRID = [pytest.param(variant, family, marks=() if family == "v3" else pytest.mark.slow)
                for variant in VARIANTS for family in FAMILIES_OF.get(variant, sorted(FAMILIES))]
@@ -101,6 +103,23 @@ def test_fused_impls_reject_what_they_cannot_compute():
     pair = jnp.asarray(mask[:, None, :] * mask[:, :, None])
     with pytest.raises(ValueError, match=r"\[batch, seq\] token mask"):
         model.apply({"params": params}, jnp.asarray(ids), attention_mask=pair)
+
+
+def test_auto_runs_the_chunked_kernel_off_tpu():
+    """"auto" lowers to the Mosaic kernels only for a TPU (tpu_compile_test checks that side); on this CPU it must be
+    the chunked program itself, not the Pallas interpreter: the same bits, forward and backward."""
+    hf_model = random_hf_model("v3", num_attention_heads=2)
+    ids, mask, _ = padded_batch(99, 2, 20)
+    results = {}
+    for impl in ("chunked", "auto"):
+        model, params = jax_twin(hf_model, attention_impl=impl, attention_block_q=16, attention_block_k=16)
+
+        def forward(p):
+            return model.apply({"params": p}, jnp.asarray(ids), attention_mask=jnp.asarray(mask)).last_hidden_state
+
+        results[impl] = (forward(params), jax.grad(lambda p: jnp.sum(forward(p) ** 2))(params))
+    for mine, chunked in zip(jax.tree.leaves(results["auto"]), jax.tree.leaves(results["chunked"])):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(chunked))
 
 
 @pytest.mark.slow

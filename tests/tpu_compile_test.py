@@ -336,9 +336,9 @@ def test_v5e_2x2_tiny_step_fits_and_skew_chunked_and_pallas_gather_only_ids_and_
     """The only gathers of skew, chunked and pallas are the two word-table lookups (generator, discriminator:
     operand [256, 64]) and the objective's picks at the M masked slots (hidden states, ids and label log-probs:
     result [rows, M, ...]); the reference attention adds its c2p / p2c gathers (the check sees them). Pallas runs as
-    Mosaic kernels (tpu_custom_call: forward, dQ, dK/dV), one per device's shard."""
+    Mosaic kernels (tpu_custom_call: forward, dQ, dK/dV), one per device's shard, and so does "auto"."""
     reports = {}
-    for impl in ("skew", "chunked", "pallas", "reference"):
+    for impl in ("skew", "chunked", "pallas", "auto", "reference"):
         memory, replicated, text, cfg, _ = _v5e_2x2(impl, 2)
         assert memory["fits"] and memory["hbm"] == 16 * 10 ** 9 and memory["temp"] > 0, (impl, memory)
         assert replicated == {"extra_bytes_per_chip": 0, "params": []}   # data parallel drops nothing
@@ -348,6 +348,7 @@ def test_v5e_2x2_tiny_step_fits_and_skew_chunked_and_pallas_gather_only_ids_and_
         reports[impl] = (len(lookups), other, text.count('custom_call_target="tpu_custom_call"'))
     assert reports["skew"] == reports["chunked"] == (2, [], 0), reports
     assert reports["pallas"][:2] == (2, []) and reports["pallas"][2] >= 3 and reports["pallas"][2] % 3 == 0, reports
+    assert reports["auto"] == reports["pallas"], reports   # "auto" is pallas when lowered for a TPU
     assert reports["reference"][0] == 2 and len(reports["reference"][1]) >= 4, reports["reference"]
 
 

@@ -20,9 +20,17 @@ _NORM_REL_EBD = ("none", "layer_norm")
 # float64 (under jax_enable_x64) is for checks against a float64 reference: attention and losses then run in it.
 _DTYPES = ("float32", "bfloat16", "float16", "float64")
 # "reference" gathers c2p/p2c with take_along_axis like transformers; "skew" is the same dense math without a
-# gather; "chunked" (pure JAX) and "pallas" (kernel) never materialise the [B, H, N, N] scores.
-ATTENTION_IMPLS = ("reference", "skew", "chunked", "pallas")
-FUSED_ATTENTION_IMPLS = ("chunked", "pallas")
+# gather; "chunked" (pure JAX) and "pallas" (kernel) never materialise the [B, H, N, N] scores. "auto" is
+# "pallas" where the step is lowered for a TPU and "chunked" elsewhere (the pod recipes' choice).
+ATTENTION_IMPLS = ("reference", "skew", "chunked", "pallas", "auto")
+FUSED_ATTENTION_IMPLS = ("chunked", "pallas", "auto")
+# The Pallas kernels' tiles and head_dim are powers of two from this size up (Triton's smallest dot).
+PALLAS_MIN_TILE = 16
+
+
+def is_pallas_tile_size(n: int) -> bool:
+    return n >= PALLAS_MIN_TILE and n & (n - 1) == 0
+
 # What the encoder layers keep for the backward pass (model/remat.py describes each).
 REMAT_POLICIES = ("none", "full", "save_dots", "save_dots_except_attention", "save_qkv", "save_qkv_context")
 # Fields that choose how the network is computed, not what it computes: never written to or read from HF files.
@@ -158,6 +166,13 @@ class DebertaConfig(Section):
             (self.remat in REMAT_POLICIES, "remat", f"must be one of {REMAT_POLICIES}"),
             (not (self.scan_layers and conv and self.num_hidden_layers < 2), "scan_layers",
              "with a conv branch layer_0 runs outside the scan, which then needs >= 2 layers"),
+            *[(self.attention_impl not in ("pallas", "auto") or is_pallas_tile_size(size), name,
+               f"must be a power of two >= {PALLAS_MIN_TILE} for attention_impl={self.attention_impl!r} (the Pallas "
+               f"kernels' tiles); got {size}") for name, size in (("attention_block_q", self.attention_block_q),
+                                                                  ("attention_block_k", self.attention_block_k))],
+            (self.attention_impl not in ("pallas", "auto") or is_pallas_tile_size(self.head_dim), "attention_impl",
+             f"{self.attention_impl!r} needs head_dim (hidden_size / num_attention_heads, or attention_head_size) a "
+             f"power of two >= {PALLAS_MIN_TILE}; got {self.head_dim}: use 'chunked'"),
             (not (self.talking_head and self.attention_impl in FUSED_ATTENTION_IMPLS), "attention_impl",
              "fused attention cannot mix heads between softmax and value (talking_head=True); use 'reference' or "
              "'skew'"),

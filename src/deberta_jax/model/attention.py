@@ -5,12 +5,14 @@ Shapes: B batch, Q query length, K key length, H heads, D head_dim, R = 2 * span
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 
 from deberta_jax.config import FUSED_ATTENTION_IMPLS, DebertaConfig
@@ -127,9 +129,9 @@ def masked_softmax(scores: jnp.ndarray, pair_mask: jnp.ndarray) -> jnp.ndarray:
     return nn.softmax(scores, axis=-1)
 
 
-# The fused kernels by `attention_impl`, each with the signature (query, key, value, c2p_table, p2c_table,
-# query_mask, key_mask, *, scale, block_q, block_k, dropout_rate, dropout_seed) -> context [B, Q, H, D].
-_FUSED_KERNELS = {"chunked": chunked_attention, "pallas": pallas_attention}
+def _chunked_context(query, key, value, c2p_table, p2c_table, token, **options):
+    """`chunked_attention` with one [B, L] token mask for queries and keys (self-attention)."""
+    return chunked_attention(query, key, value, c2p_table, p2c_table, token, token, **options)
 
 
 def _split_heads(x: jnp.ndarray, heads: int) -> jnp.ndarray:
@@ -247,7 +249,8 @@ class DisentangledSelfAttention(nn.Module):
         return scores
 
     def _fused_context(self, query, key, value, pos_key, pos_query, rows, attention_mask, deterministic):
-        """Context [B, Q, H, D] from the chunked or Pallas kernel; the [B, H, Q, K] scores never exist."""
+        """Context [B, Q, H, D] from the chunked or Pallas kernel ("auto": the one for the platform the step is lowered
+        for); the [B, H, Q, K] scores never exist."""
         cfg = self.config
         if attention_mask.ndim != 2:
             raise ValueError(f"attention_impl={cfg.attention_impl!r} takes a [batch, seq] token mask; got shape "
@@ -262,16 +265,25 @@ class DisentangledSelfAttention(nn.Module):
         token = attention_mask != 0
         options = dict(scale=score_scale(cfg.head_dim, cfg.pos_att_type), block_q=cfg.attention_block_q,
                        block_k=cfg.attention_block_k, dropout_rate=rate, dropout_seed=seed)
-        if cfg.attention_impl != "pallas":
-            return _FUSED_KERNELS[cfg.attention_impl](query, key, value, c2p_table, p2c_table, token, token, **options)
-        # XLA cannot partition a Mosaic kernel: on a mesh each device runs it on its rows and heads.
+        chunked = functools.partial(_chunked_context, **options)
+        pallas = functools.partial(self._pallas_shards, **options)
+        if cfg.attention_impl == "auto":
+            # The Mosaic kernels move 2-3 x fewer HBM bytes than chunked on TPU (experiments/tpu_compile); on GPUs
+            # the Triton kernels are unmeasured, and on CPUs they would run in the Pallas interpreter.
+            return lax.platform_dependent(query, key, value, c2p_table, p2c_table, token, tpu=pallas,
+                                          default=chunked)
+        kernel = pallas if cfg.attention_impl == "pallas" else chunked
+        return kernel(query, key, value, c2p_table, p2c_table, token)
+
+    def _pallas_shards(self, query, key, value, c2p_table, p2c_table, token, **options):
+        """`pallas_attention` on each device's rows and heads: XLA cannot partition a Mosaic kernel."""
         present = [t is not None for t in (c2p_table, p2c_table)]
 
         def shard(first, query, key, value, token, *tables):
             tables = iter(tables)
             c2p, p2c = (next(tables) if used else None for used in present)
             return pallas_attention(query, key, value, c2p, p2c, token, token, first_row=first(0, 0),
-                                    first_head=first(0, 2), total_heads=cfg.num_attention_heads, **options)
+                                    first_head=first(0, 2), total_heads=self.config.num_attention_heads, **options)
 
         tables = tuple(t for t in (c2p_table, p2c_table) if t is not None)
         return map_over_shards(shard, (query, key, value, token, *tables),

@@ -53,12 +53,13 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
 
+from deberta_jax.config import PALLAS_MIN_TILE, is_pallas_tile_size
 from deberta_jax.model.attention_tiles import MASKED_SCORE, TilePlan, dropped, pad_axis, pad_table, window_starts
 from deberta_jax.model.counter_dropout import keep_mask
 
 _F32 = jnp.float32
 # Rows per table chunk on Triton: the smallest matmul side its tensor-core dot accepts; it bounds the one-hot cube.
-_CHUNK = 16
+_CHUNK = PALLAS_MIN_TILE
 KERNELS = ("triton", "mosaic")
 
 
@@ -708,10 +709,6 @@ def _attention_bwd(p: _Plan, residuals, d_out):
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-def _is_tile_size(n: int) -> bool:
-    return n >= _CHUNK and n & (n - 1) == 0
-
-
 def pallas_attention(query, key, value, c2p_table, p2c_table, query_mask, key_mask, *, scale: float,
                      block_q: int, block_k: int, dropout_rate: float = 0.0, dropout_seed=None,
                      first_row=0, first_head=0, total_heads: int | None = None, interpret: bool | None = None,
@@ -748,7 +745,7 @@ def pallas_attention(query, key, value, c2p_table, p2c_table, query_mask, key_ma
     if not query.dtype == key.dtype == value.dtype:
         raise ValueError(f"query, key and value need one dtype; got {query.dtype}, {key.dtype}, {value.dtype}")
     for name, size in (("block_q", block_q), ("block_k", block_k), ("head_dim", query.shape[-1])):
-        if not _is_tile_size(size):
+        if not is_pallas_tile_size(size):
             raise ValueError(f"{name} must be a power of two >= {_CHUNK}; got {size}")
     if kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {KERNELS}; got {kernels!r}")
