@@ -74,6 +74,22 @@ def test_loops_count_trip_times_on_core_arrays_are_free_and_moves_count_once():
     assert traffic["loops"] == {"count": 1, "unknown_trip_counts": 0}
 
 
+def test_results_are_split_by_memory_space_and_loop_bodies_weighted_by_trips():
+    # The body writes the counter (4 bytes) and the fusion's [1024] f32 row, 5 times; the entry writes the on-core
+    # convert ([1024] f32) and the [8, 1024] f32 sum in HBM; the asynchronous copy is a move, not a result.
+    traffic = hbm_traffic(TPU_STYLE)
+    assert traffic["loop_results"] == {"on_core": 0, "hbm": 5 * (4 + 1024 * 4)}
+    assert traffic["results"] == {"on_core": 1024 * 4, "hbm": 5 * (4 + 1024 * 4) + 8 * 1024 * 4}
+    on_core = TPU_STYLE.replace("%out = f32[1024]{0:T(1024)} fusion", "%out = f32[1024]{0:T(1024)S(1)} fusion")
+    assert hbm_traffic(on_core)["loop_results"] == {"on_core": 5 * 1024 * 4, "hbm": 5 * 4}
+    # an in-place update of the [8, 1024] table writes one row per trip, not the table
+    updated = on_core.replace("  ROOT %t =", "  %out2 = f32[1,1024]{1,0:T(1,128)} bitcast(%out)\n"
+                              "  %upd = f32[8,1024]{1,0:T(8,128)} dynamic-update-slice(%table, %out2, %i, %i)\n"
+                              "  ROOT %t =")
+    assert updated != on_core
+    assert hbm_traffic(updated)["loop_results"] == {"on_core": 5 * 1024 * 4, "hbm": 5 * (4 + 1024 * 4)}
+
+
 def test_a_loop_that_steps_its_counter_by_2_runs_half_as_many_trips():
     # XLA's unrolled windowed-einsum loops add 2 to their counter: i < 5 in steps of 2 is 3 trips (0, 2, 4)
     traffic = hbm_traffic(TPU_STYLE.replace("%one = s32[]{:T(128)} constant(1)", "%one = s32[]{:T(128)} constant(2)"))

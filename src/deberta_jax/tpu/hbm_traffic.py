@@ -294,37 +294,51 @@ def source(text: str, depth: int = 6) -> str:
 
 
 def hbm_traffic(hlo_text: str, depth: int = 6, largest: int = 12) -> dict:
-    """{"bytes": HBM bytes per step (loops x trip counts), "matmul_flops": the FLOPs of its matrix products and
-    Pallas kernels, loops x trip counts as well (XLA's FLOP count has the same loop undercount), "by_source": the `largest` sources [{"source",
-    "bytes"}], "by_op": {opcode or "fusion:kind": bytes}, "loops": {"count", "unknown_trip_counts"}} of one
-    device's program `hlo_text`. A loop whose trip count cannot be read counts once (as XLA's analysis does)."""
+    """Our estimate for one device's program `hlo_text`, a dict:
+      bytes: HBM bytes per step (loops x trip counts);
+      matmul_flops: the FLOPs of its matrix products and Pallas kernels, loops x trip counts as well (XLA's FLOP
+        count has the same loop undercount);
+      by_source: the `largest` sources, [{"source", "bytes"}]; by_op: {opcode or "fusion:kind": bytes};
+      loops: {"count", "unknown_trip_counts"};
+      results: {"on_core", "hbm"}, the bytes its instructions write (asynchronous moves aside), x trip counts, by
+        where memory-space assignment put them; loop_results: the same for the loop bodies' instructions alone.
+    A loop whose trip count cannot be read counts once (as XLA's analysis does)."""
     computations, entry = _computations(hlo_text)
     defined = {line.ins.name: line for lines in computations.values() for line in lines}
     shapes = {name: line.ins.shape for name, line in defined.items()}
     by_source, by_op = collections.Counter(), collections.Counter()
     loops = {"count": 0, "unknown_trip_counts": 0}
+    results, loop_results = {"on_core": 0, "hbm": 0}, {"on_core": 0, "hbm": 0}
     flops = 0
-    pending = [(entry, 1)]
+    pending = [(entry, 1, False)]
     while pending:
-        name, times = pending.pop()
+        name, times, in_loop = pending.pop()
         for line in computations[name]:
             op, called = line.ins.op, dict(_CALLED.findall(line.text))
             if op == "while":
                 trips = _trip_count(line, computations[called["condition"]], computations[called["body"]], defined)
                 loops["count"] += 1
                 loops["unknown_trip_counts"] += trips is None
-                pending.append((called["body"], times * (trips or 1)))
+                pending.append((called["body"], times * (trips or 1), True))
                 continue
             if op in ("call", "conditional") or (op.startswith("async") and op.endswith("-start")):
                 branches = _BRANCHES.search(line.text)
                 targets = ([_name(b) for b in branches.group(1).split(",")] if branches else [])
                 # a call names its callee with to_apply= (XLA:CPU wraps loops in one since jax 0.12)
                 callees = targets + [called.get("calls"), called.get("to_apply") if op == "call" else None]
-                pending.extend((target, times) for target in callees if target)
+                pending.extend((target, times, in_loop) for target in callees if target)
                 continue
             flops += _matmul_flops(line, computations, shapes) * times
             if op in _NO_TRAFFIC or op.endswith("-done"):
                 continue
+            if op not in _MOVES:
+                # an in-place dynamic-update-slice writes its update, not the whole buffer it returns
+                written = (shapes.get(_name(line.ins.operands[1]), "") if op == "dynamic-update-slice"
+                           else line.ins.shape)
+                for dtype, dims, layout in _ARRAY.findall(written):
+                    space = "on_core" if _ON_CORE.search(layout or "") else "hbm"
+                    results[space] += hlo.shape_bytes(f"{dtype}[{dims}]") * times
+                    loop_results[space] += hlo.shape_bytes(f"{dtype}[{dims}]") * times * in_loop
             if op in _MOVES:  # slice-start: ((source), slice, context); copy-start: (destination, source, context)
                 arrays = _ARRAY.findall(line.ins.shape)
                 dtype, dims, _ = arrays[-2] if op == "slice-start" else arrays[0]
@@ -344,4 +358,6 @@ def hbm_traffic(hlo_text: str, depth: int = 6, largest: int = 12) -> dict:
             by_op[op] += moved * times
     return {"bytes": int(sum(by_op.values())), "matmul_flops": int(flops),
             "by_source": [{"source": s, "bytes": int(b)} for s, b in by_source.most_common(largest)],
-            "by_op": {op: int(b) for op, b in by_op.most_common()}, "loops": loops}
+            "by_op": {op: int(b) for op, b in by_op.most_common()}, "loops": loops,
+            "results": {space: int(b) for space, b in results.items()},
+            "loop_results": {space: int(b) for space, b in loop_results.items()}}

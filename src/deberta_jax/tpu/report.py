@@ -91,4 +91,9 @@ def summary_lines(report: dict) -> list[str]:
                      f"{other['step_seconds'] * 1e3:.1f} ms, MFU {100 * other['mfu']:.1f} %")
         for entry in traffic["by_source"][:6]:
             lines.append(f"    {entry['bytes']:.2e}  {entry['source']}")
+        if "results" in traffic:  # absent from reports of earlier versions
+            written, looped = traffic["results"], traffic["loop_results"]
+            lines.append(f"  results written  {written['on_core']:.3e} bytes on-core, {written['hbm']:.3e} in HBM "
+                         f"(loop bodies: {looped['on_core']:.3e} and {looped['hbm']:.3e}; x trip counts, where "
+                         "memory-space assignment put them)")
     return lines
